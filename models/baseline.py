@@ -1,0 +1,209 @@
+"""The baseline sentiment classifier: TF-IDF on jieba words and character n-grams, linear model.
+
+Fast and explainable: the largest weights per class are the words that drive a label. It is the
+floor every other model must beat. Artifacts are plain files — ``model.json`` (configuration and
+vocabularies) and ``weights.npz`` (IDF and coefficients, loaded with ``allow_pickle=False``) — so
+loading a model from an untrusted folder never executes code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import minimize_scalar
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.svm import LinearSVC
+
+from nlp import default_segmenter
+
+FORMAT = "cxloop-baseline-sentiment/1"
+LABELS = ("neg", "neu", "pos")
+
+
+class ModelLoadError(RuntimeError):
+    """A model artifact that is missing, corrupt or of an unknown format; names the path."""
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Feature and model options of the baseline (stored with the artifact)."""
+
+    word_ngrams: tuple[int, int] = (1, 1)
+    char_ngrams: tuple[int, int] = (1, 3)
+    word_weight: float = 0.5        # the word block's scale next to the character block
+    max_word_features: int = 100_000
+    max_char_features: int = 300_000
+    min_df: int = 2
+    C: float = 0.3                  # LinearSVC regularisation, tuned on dev
+    temperature: float = 1.0        # softmax temperature over SVM margins, fitted on dev
+
+
+def word_ngrams(tokens: Sequence[str], lo: int = 1, hi: int = 2) -> list[str]:
+    """Word n-grams of a token list (n from ``lo`` to ``hi``, joined with a space)."""
+    toks = [t for t in tokens if not t.isspace()]
+    out: list[str] = []
+    for n in range(lo, hi + 1):
+        out.extend(" ".join(toks[i:i + n]) for i in range(len(toks) - n + 1))
+    return out
+
+
+class _WordAnalyzer:
+    """Picklable-free callable for TfidfVectorizer over pre-tokenised documents."""
+
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
+
+    def __call__(self, tokens: Sequence[str]) -> list[str]:
+        return word_ngrams(tokens, self.lo, self.hi)
+
+
+class BaselineSentiment:
+    """Three-class sentiment (neg / neu / pos) with a score P(pos) − P(neg) in [-1, 1].
+
+    A one-vs-rest linear SVM on TF-IDF features; its margins become probabilities through a
+    softmax whose temperature is fitted on held-out data (:meth:`calibrate`)."""
+
+    kind = "baseline"
+
+    def __init__(self, config: BaselineConfig | None = None) -> None:
+        self.config = config or BaselineConfig()
+        c = self.config
+        self.word_vec = TfidfVectorizer(analyzer=_WordAnalyzer(*c.word_ngrams), sublinear_tf=True,
+                                        min_df=c.min_df, max_features=c.max_word_features, dtype=np.float32)
+        self.char_vec = TfidfVectorizer(analyzer="char", ngram_range=c.char_ngrams, sublinear_tf=True,
+                                        min_df=c.min_df, max_features=c.max_char_features,
+                                        lowercase=True, dtype=np.float32)
+        self.labels: tuple[str, ...] = LABELS
+        self.coef: np.ndarray | None = None
+        self.intercept: np.ndarray | None = None
+        self.meta: dict = {}
+
+    # -- features -------------------------------------------------------------------------------
+    def _tokens(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None) -> Sequence[Sequence[str]]:
+        return tokens if tokens is not None else default_segmenter().cut_many(texts)
+
+    def features(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None) -> sp.csr_matrix:
+        toks = self._tokens(texts, tokens)
+        return self._stack(self.word_vec.transform(toks), self.char_vec.transform(texts))
+
+    def _stack(self, words: sp.spmatrix, chars: sp.spmatrix) -> sp.csr_matrix:
+        return sp.hstack([words * np.float32(self.config.word_weight), chars], format="csr")
+
+    # -- training -------------------------------------------------------------------------------
+    def fit(self, texts: Sequence[str], labels: Sequence[str],
+            tokens: Sequence[Sequence[str]] | None = None) -> BaselineSentiment:
+        toks = self._tokens(texts, tokens)
+        x = self._stack(self.word_vec.fit_transform(toks), self.char_vec.fit_transform(texts))
+        return self.fit_features(x, labels)
+
+    def fit_features(self, x: sp.csr_matrix, labels: Sequence[str],
+                     sample_weight: np.ndarray | None = None) -> BaselineSentiment:
+        """Fit the linear model on already-vectorised features (lets tuning reuse one vectorisation)."""
+        unknown = set(labels) - set(LABELS)
+        if unknown:
+            raise ValueError(f"unknown labels {sorted(unknown)}; expected {LABELS}")
+        clf = LinearSVC(C=self.config.C)
+        clf.fit(x, np.asarray(labels), sample_weight=sample_weight)
+        order = [list(clf.classes_).index(lab) for lab in LABELS]
+        self.coef = clf.coef_[order].astype(np.float32)
+        self.intercept = clf.intercept_[order].astype(np.float32)
+        return self
+
+    def calibrate(self, x: sp.csr_matrix, labels: Sequence[str]) -> float:
+        """Fit the softmax temperature on held-out features by minimising the log-loss."""
+        margins = self.margins(x)
+        y = np.asarray([self.labels.index(lab) for lab in labels])
+
+        def nll(log_t: float) -> float:
+            z = margins / np.exp(log_t)
+            z = z - z.max(axis=1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            return float(-logp[np.arange(len(y)), y].mean())
+
+        t = float(np.exp(minimize_scalar(nll, bounds=(-5, 3), method="bounded").x))
+        self.config = BaselineConfig(**{**asdict(self.config), "temperature": round(t, 5)})
+        return t
+
+    # -- inference ------------------------------------------------------------------------------
+    def margins(self, x: sp.csr_matrix) -> np.ndarray:
+        if self.coef is None or self.intercept is None:
+            raise RuntimeError("the model is not trained")
+        return np.asarray(x @ self.coef.T) + self.intercept
+
+    def predict_proba_features(self, x: sp.csr_matrix) -> np.ndarray:
+        z = self.margins(x) / self.config.temperature
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict_proba(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None) -> np.ndarray:
+        """Class probabilities, columns in ``self.labels`` order (neg, neu, pos)."""
+        if len(texts) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return self.predict_proba_features(self.features(texts, tokens))
+
+    def top_features(self, label: str, k: int = 20) -> list[str]:
+        """The ``k`` features with the largest weight towards ``label``."""
+        assert self.coef is not None
+        names = list(self.word_vec.get_feature_names_out()) + list(self.char_vec.get_feature_names_out())
+        row = self.coef[self.labels.index(label)]
+        return [names[i] for i in np.argsort(-row)[:k]]
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, folder: str | Path, meta: dict | None = None) -> Path:
+        """Write ``model.json`` + ``weights.npz`` into ``folder`` (created if needed)."""
+        assert self.coef is not None and self.intercept is not None
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        self.meta = {**self.meta, **(meta or {})}
+        doc = {
+            "format": FORMAT,
+            "labels": list(self.labels),
+            "config": asdict(self.config),
+            "word_vocab": list(self.word_vec.get_feature_names_out()),
+            "char_vocab": list(self.char_vec.get_feature_names_out()),
+            "meta": self.meta,
+        }
+        (out / "model.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+        np.savez_compressed(out / "weights.npz", word_idf=self.word_vec.idf_.astype(np.float32),
+                            char_idf=self.char_vec.idf_.astype(np.float32),
+                            coef=self.coef.astype(np.float16), intercept=self.intercept)
+        return out
+
+    @classmethod
+    def load(cls, folder: str | Path) -> BaselineSentiment:
+        """Load an artifact written by :meth:`save`; any problem raises ``ModelLoadError`` naming it."""
+        path = Path(folder)
+        try:
+            doc = json.loads((path / "model.json").read_text(encoding="utf-8"))
+            with np.load(path / "weights.npz", allow_pickle=False) as w:
+                arrays = {k: w[k] for k in ("word_idf", "char_idf", "coef", "intercept")}
+        except FileNotFoundError as e:
+            raise ModelLoadError(f"model artifact incomplete: {e.filename} is missing") from None
+        except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
+            raise ModelLoadError(f"model artifact in {path} is corrupt: {e}") from None
+        if doc.get("format") != FORMAT:
+            raise ModelLoadError(f"{path / 'model.json'} has format {doc.get('format')!r}, expected {FORMAT!r}")
+        cfg = doc["config"]
+        cfg = BaselineConfig(**{**cfg, "word_ngrams": tuple(cfg["word_ngrams"]),
+                                "char_ngrams": tuple(cfg["char_ngrams"])})
+        model = cls(cfg)
+        model.labels = tuple(doc["labels"])
+        for vec, vocab, idf in ((model.word_vec, doc["word_vocab"], arrays["word_idf"]),
+                                (model.char_vec, doc["char_vocab"], arrays["char_idf"])):
+            if len(vocab) != len(idf):
+                raise ModelLoadError(f"model artifact in {path} is corrupt: vocabulary and IDF sizes differ")
+            vec.vocabulary = {term: i for i, term in enumerate(vocab)}
+            vec.idf_ = idf
+        n = len(doc["word_vocab"]) + len(doc["char_vocab"])
+        if arrays["coef"].shape != (len(model.labels), n):
+            raise ModelLoadError(f"model artifact in {path} is corrupt: coefficient shape {arrays['coef'].shape}")
+        model.coef = arrays["coef"].astype(np.float32)
+        model.intercept = arrays["intercept"].astype(np.float32)
+        model.meta = doc.get("meta", {})
+        return model

@@ -1,0 +1,101 @@
+"""Where models live and which one is in use.
+
+Shipped defaults sit in ``models/artifacts/<name>/`` (small, with a model card). Models trained by
+``cxloop train`` are written to ``<models_home>/<model_version>/``; ``<models_home>/promoted.json``
+records which version is promoted per task. Resolution order for "the current model": the
+promoted version if there is one, else the shipped default. Every artifact carries its
+``model_version`` in its ``model.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from models.baseline import FORMAT as BASELINE_FORMAT
+from models.baseline import BaselineSentiment, ModelLoadError
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "artifacts"
+SHIPPED = {"sentiment": "sentiment-baseline"}
+KINDS = ("baseline",)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"model file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"model file {path} is corrupt: {e}") from None
+
+
+def model_version_of(path: str | os.PathLike[str]) -> str:
+    """The ``model_version`` recorded in an artifact folder."""
+    doc = _read_json(Path(path) / "model.json")
+    version = doc.get("meta", {}).get("model_version")
+    if not version:
+        raise ModelLoadError(f"{Path(path) / 'model.json'} records no model_version")
+    return version
+
+
+def promoted(models_home: Path | None, task: str = "sentiment") -> Path | None:
+    """The folder of the promoted model for ``task`` under ``models_home``, if any."""
+    if models_home is None:
+        return None
+    pointer = models_home / "promoted.json"
+    if not pointer.exists():
+        return None
+    version = _read_json(pointer).get(task)
+    if not version:
+        return None
+    path = models_home / version
+    if not (path / "model.json").exists():
+        raise ModelLoadError(f"{pointer} promotes {version!r} but {path} has no model.json")
+    return path
+
+
+def promote(models_home: Path, model_dir: Path, task: str = "sentiment") -> None:
+    """Make ``model_dir`` (inside ``models_home``) the current model for ``task``."""
+    pointer = models_home / "promoted.json"
+    doc = _read_json(pointer) if pointer.exists() else {}
+    doc[task] = model_dir.name
+    tmp = pointer.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    tmp.replace(pointer)
+
+
+def resolve_model(name: str | None = None, models_home: Path | None = None, task: str = "sentiment") -> Path:
+    """The artifact folder for ``name``: None (current model), a kind (``baseline``), a
+    model_version under ``models_home``, or a folder path."""
+    if name is None:
+        return promoted(models_home, task) or SHIPPED_DIR / SHIPPED[task]
+    if name in KINDS:
+        current = promoted(models_home, task)
+        if current is not None and _read_json(current / "model.json").get("format") == BASELINE_FORMAT:
+            return current
+        return SHIPPED_DIR / SHIPPED[task]
+    candidate = Path(name).expanduser()
+    if (candidate / "model.json").exists():
+        return candidate
+    if models_home is not None and (models_home / name / "model.json").exists():
+        return models_home / name
+    known = ", ".join([*KINDS, *(p.name for p in _versions(models_home))])
+    raise ModelLoadError(f"unknown model {name!r}: not a model folder or a known version (known: {known})")
+
+
+def _versions(models_home: Path | None) -> list[Path]:
+    if models_home is None or not models_home.is_dir():
+        return []
+    return sorted(p for p in models_home.iterdir() if (p / "model.json").exists())
+
+
+def load_sentiment_model(path: str | os.PathLike[str]) -> BaselineSentiment:
+    """Load a sentiment artifact of any supported format (never executing code from it)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise ModelLoadError(f"model folder not found: {p}")
+    fmt = _read_json(p / "model.json").get("format")
+    if fmt == BASELINE_FORMAT:
+        return BaselineSentiment.load(p)
+    raise ModelLoadError(f"{p / 'model.json'}: unknown model format {fmt!r}")

@@ -1,0 +1,58 @@
+"""Text normalisation for Chinese customer feedback.
+
+``normalize_text`` makes texts comparable without changing what the customer said:
+NFKC (full-width letters, digits and punctuation become half-width), traditional → simplified
+Chinese (OpenCC ``t2s``), control and zero-width characters removed, URLs replaced by ``<URL>``,
+whitespace collapsed. ``dedup_key`` goes further (case, punctuation and spaces dropped) and is only
+used to recognise the same text arriving twice.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from functools import lru_cache
+
+import opencc
+
+URL_PLACEHOLDER = "<URL>"
+
+_URL_RE = re.compile(r"(?:https?://|www\.)[^\s\u3000-\u303f\uff00-\uffef<>\"'，。！？]+", re.IGNORECASE)
+# C0/C1 controls (except \t \n \r, which become spaces), zero-width and BOM characters, bidi marks
+_INVISIBLE_RE = re.compile("[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u200b-\u200f\u2028\u2029"
+                           "\u202a-\u202e\u2060-\u2064\ufeff\ufff9-\ufffb]")
+_SPACE_RE = re.compile(r"\s+")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+# dedup key: keep letters, digits and CJK; drop punctuation, symbols, spaces
+_NON_WORD_RE = re.compile(r"[\W_]+")
+
+
+@lru_cache(maxsize=1)
+def _t2s() -> opencc.OpenCC:
+    return opencc.OpenCC("t2s")
+
+
+def normalize_text(text: str) -> str:
+    """Return ``text`` normalised for storage and analysis (idempotent)."""
+    if not text:
+        return ""
+    text = _SURROGATE_RE.sub("\ufffd", text)
+    text = unicodedata.normalize("NFKC", text)
+    text = _INVISIBLE_RE.sub("", text)
+    text = _URL_RE.sub(URL_PLACEHOLDER, text)
+    if not text.isascii():
+        text = _t2s().convert(text)
+    text = _SPACE_RE.sub(" ", text).strip()
+    # NFKC after t2s is a no-op on every mapping OpenCC makes, but keep the function idempotent
+    return unicodedata.normalize("NFKC", text)
+
+
+def normalize_many(texts: Iterable[str]) -> list[str]:
+    """Normalise a batch of texts (one OpenCC call per text; order kept)."""
+    return [normalize_text(t) for t in texts]
+
+
+def dedup_key(text: str) -> str:
+    """A key equal for texts that differ only in width, script, case, spacing or punctuation."""
+    return _NON_WORD_RE.sub("", normalize_text(text).lower())

@@ -1,0 +1,126 @@
+"""Word segmentation with jieba and keywords per text.
+
+One ``Segmenter`` holds its own ``jieba.Tokenizer`` with the shipped CX user dictionary loaded
+before first use (``load_userdict`` after ``enable_parallel`` is silently ignored, so this module
+never uses jieba's global parallel mode; callers that want processes create one Segmenter per
+worker). ``default_segmenter()`` returns a process-wide instance, initialised once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import jieba
+
+_RESOURCES = resources.files("nlp") / "resources"
+_TOKEN_OK_RE = re.compile(r"[\u4e00-\u9fffA-Za-z]")
+_PLACEHOLDER_RE = re.compile(r"<(?:URL|PHONE|ID|CARD|EMAIL)>")
+
+jieba.setLogLevel(60)  # jieba prints "Building prefix dict…" on stderr otherwise
+
+
+def _resource_path(name: str) -> str:
+    with resources.as_file(_RESOURCES / name) as p:
+        return str(p)
+
+
+@lru_cache(maxsize=1)
+def stopwords() -> frozenset[str]:
+    """The shipped stopword list (one word per line)."""
+    text = (_RESOURCES / "stopwords.txt").read_text(encoding="utf-8")
+    return frozenset(w.strip() for w in text.splitlines() if w.strip())
+
+
+@lru_cache(maxsize=1)
+def _idf() -> tuple[dict[str, float], float]:
+    """jieba's bundled IDF table; unseen words get the median IDF."""
+    path = Path(jieba.__file__).parent / "analyse" / "idf.txt"
+    table: dict[str, float] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        word, _, value = line.partition(" ")
+        if value:
+            table[word] = float(value)
+    values = sorted(table.values())
+    return table, values[len(values) // 2]
+
+
+class Segmenter:
+    """jieba segmentation with the CX user dictionary (and optional extra dictionaries)."""
+
+    def __init__(self, extra_dicts: Iterable[str | os.PathLike[str]] = (), hmm: bool = True) -> None:
+        self.hmm = hmm
+        self._tok = jieba.Tokenizer()
+        self._tok.tmp_dir = os.environ.get("CXLOOP_JIEBA_CACHE", tempfile.gettempdir())
+        self._dicts = [_resource_path("cx_userdict.txt"), *map(str, extra_dicts)]
+        self._lock = threading.Lock()
+        self._ready = False
+
+    def initialize(self) -> None:
+        """Load the main and user dictionaries (idempotent, thread-safe)."""
+        if self._ready:
+            return
+        with self._lock:
+            if not self._ready:
+                self._tok.initialize()
+                for d in self._dicts:
+                    self._tok.load_userdict(d)
+                self._ready = True
+
+    def cut(self, text: str) -> list[str]:
+        """Words of ``text`` (whitespace dropped, placeholders such as ``<PHONE>`` kept whole)."""
+        self.initialize()
+        out: list[str] = []
+        pos = 0
+        for m in _PLACEHOLDER_RE.finditer(text):
+            out.extend(self._words(text[pos:m.start()]))
+            out.append(m.group(0))
+            pos = m.end()
+        out.extend(self._words(text[pos:]))
+        return out
+
+    def _words(self, text: str) -> list[str]:
+        return [w for w in self._tok.lcut(text, HMM=self.hmm) if not w.isspace()] if text else []
+
+    def cut_many(self, texts: Iterable[str]) -> list[list[str]]:
+        return [self.cut(t) for t in texts]
+
+
+@lru_cache(maxsize=1)
+def default_segmenter() -> Segmenter:
+    """The process-wide segmenter with the shipped dictionary."""
+    return Segmenter()
+
+
+def content_words(tokens: Iterable[str]) -> list[str]:
+    """Tokens worth counting as keywords: not stopwords, not placeholders, contain a letter or 汉字."""
+    sw = stopwords()
+    return [t for t in tokens if len(t) >= 2 and t not in sw and _TOKEN_OK_RE.search(t)
+            and not _PLACEHOLDER_RE.fullmatch(t)]
+
+
+def keywords(tokens: Iterable[str], k: int = 5) -> list[str]:
+    """Top ``k`` keywords of one tokenised text by TF × IDF (jieba's IDF table)."""
+    idf, median = _idf()
+    counts = Counter(content_words(tokens))
+    scored = sorted(counts.items(), key=lambda kv: (-kv[1] * idf.get(kv[0], median), kv[0]))
+    return [w for w, _ in scored[:k]]
+
+
+def corpus_keywords(docs: Iterable[Iterable[str]], k: int = 8) -> list[str]:
+    """Top ``k`` keywords of a group of tokenised texts: document frequency × IDF, so a word said
+    by many customers outranks one said many times by one."""
+    idf, median = _idf()
+    df: Counter[str] = Counter()
+    for tokens in docs:
+        df.update(set(content_words(tokens)))
+    scored = sorted(df.items(), key=lambda kv: (-math.log1p(kv[1]) * idf.get(kv[0], median), kv[0]))
+    return [w for w, _ in scored[:k]]

@@ -1,0 +1,136 @@
+"""The topic taxonomy: topic key → Chinese name, journey stage, owning team, keywords.
+
+``load_taxonomy(path)`` reads a ``taxonomy.yaml``; ``default_taxonomy()`` the shipped one.
+``Taxonomy.match(text)`` assigns topics by keyword rules (one compiled alternation, so the cost
+does not grow with the number of topics); a learned topic model may replace the rules but keeps
+these keys, names, stages and teams.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+JOURNEY_STAGES = ("awareness", "consideration", "purchase", "usage", "after_sales")
+DEFAULT_TAXONOMY_PATH = resources.files("nlp") / "resources" / "taxonomy.yaml"
+
+
+class TaxonomyError(ValueError):
+    """A taxonomy file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Topic:
+    key: str
+    name: str
+    stage: str
+    team: str
+    keywords: tuple[str, ...]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class Taxonomy:
+    """An ordered set of topics with a keyword matcher."""
+
+    def __init__(self, topics: Iterable[Topic], source: str = "<memory>") -> None:
+        self.topics: dict[str, Topic] = {t.key: t for t in topics}
+        self.source = source
+        owners: dict[str, list[str]] = {}
+        for t in self.topics.values():
+            for kw in t.keywords:
+                owners.setdefault(kw.lower(), []).append(t.key)
+        self._owners = owners
+        # longest keywords first so "人工客服" wins over "客服" at the same position
+        alternatives = sorted(owners, key=len, reverse=True)
+        self._re = re.compile("|".join(map(re.escape, alternatives))) if alternatives else None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.topics
+
+    def __iter__(self):
+        return iter(self.topics.values())
+
+    def __len__(self) -> int:
+        return len(self.topics)
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.topics)
+
+    def match(self, text: str) -> list[str]:
+        """Topic keys whose keywords occur in ``text`` (taxonomy order)."""
+        hits = self.match_evidence(text)
+        return [k for k in self.topics if k in hits]
+
+    def match_evidence(self, text: str) -> dict[str, list[str]]:
+        """Topic key → the keywords found for it in ``text``."""
+        if self._re is None or not text:
+            return {}
+        found: dict[str, list[str]] = {}
+        for m in self._re.finditer(text.lower()):
+            for key in self._owners[m.group(0)]:
+                kws = found.setdefault(key, [])
+                if m.group(0) not in kws:
+                    kws.append(m.group(0))
+        return found
+
+
+def load_taxonomy(path: str | Path) -> Taxonomy:
+    """Read and validate a taxonomy YAML file; errors name the file and the offending entry."""
+    p = Path(path)
+    try:
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except FileNotFoundError:
+        raise TaxonomyError(f"taxonomy file not found: {p}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise TaxonomyError(f"taxonomy file {p} is not valid YAML: {' '.join(str(e).split())}") from None
+    return _parse(raw, str(p))
+
+
+def _parse(raw: object, source: str) -> Taxonomy:
+    if not isinstance(raw, dict) or not isinstance(raw.get("topics"), dict) or not raw["topics"]:
+        raise TaxonomyError(f"taxonomy file {source} needs a non-empty 'topics:' mapping")
+    topics = []
+    for key, spec in raw["topics"].items():
+        if not isinstance(key, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", key):
+            raise TaxonomyError(f"taxonomy file {source}: topic key {key!r} must be lower_snake_case")
+        if not isinstance(spec, dict):
+            raise TaxonomyError(f"taxonomy file {source}: topic {key!r} must be a mapping")
+        missing = [f for f in ("name", "stage", "team", "keywords") if f not in spec]
+        if missing:
+            raise TaxonomyError(f"taxonomy file {source}: topic {key!r} lacks {', '.join(missing)}")
+        if spec["stage"] not in JOURNEY_STAGES:
+            raise TaxonomyError(f"taxonomy file {source}: topic {key!r} has stage {spec['stage']!r}, "
+                                f"expected one of {', '.join(JOURNEY_STAGES)}")
+        kws = spec["keywords"]
+        if not isinstance(kws, list) or not all(isinstance(k, str | int) for k in kws):
+            raise TaxonomyError(f"taxonomy file {source}: topic {key!r} keywords must be a list of strings")
+        topics.append(Topic(key, str(spec["name"]), spec["stage"], str(spec["team"]),
+                            tuple(str(k) for k in kws if str(k).strip())))
+    return Taxonomy(topics, source)
+
+
+@lru_cache(maxsize=1)
+def default_taxonomy() -> Taxonomy:
+    """The taxonomy shipped with cxloop."""
+    with resources.as_file(DEFAULT_TAXONOMY_PATH) as p:
+        return load_taxonomy(p)

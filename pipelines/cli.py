@@ -1,0 +1,315 @@
+"""The ``cxloop`` command line.
+
+    cxloop run                     the main job on the sample data (or on PATHS)
+    cxloop ingest PATH…            ingest files or folders
+    cxloop enrich                  score rows that lack NLP for the current model
+    cxloop painpoints              the ranked pain points of the latest week
+    cxloop backlog                 the improvement backlog
+    cxloop predict IN -o OUT       score a file without touching the warehouse
+    cxloop train sentiment         train, evaluate, register, promote if better
+    cxloop sql "SELECT …"          read-only SQL on the warehouse
+
+Errors a user can act on (a missing file, a bad column, a corrupt model, a locked warehouse)
+print one line naming the culprit and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipelines.config import Settings, prepare_prefect_env
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="cxloop: close the customer-experience loop.")
+train_app = typer.Typer(no_args_is_help=True, help="Train, evaluate, register and promote models.")
+app.add_typer(train_app, name="train")
+console = Console()
+err = Console(stderr=True)
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="Run-time folder (default $CXLOOP_HOME or ./data).")]
+DbOpt = Annotated[Path | None, typer.Option("--db", help="DuckDB file (default $CXLOOP_DB or HOME/cx.duckdb).")]
+TaxOpt = Annotated[Path | None, typer.Option("--taxonomy", help="taxonomy.yaml to use instead of the default.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="'baseline', a model version or a model folder.")]
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from models.baseline import ModelLoadError
+    from models.data import DataMissingError
+    from nlp import TaxonomyError
+    from pipelines.sources import SourceError
+    from pipelines.warehouse import WarehouseError
+
+    return (SourceError, TaxonomyError, ModelLoadError, WarehouseError, DataMissingError)
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; a user error becomes one red line and exit status 1."""
+    try:
+        return fn()
+    except _user_errors() as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _settings(home: Path | None, db: Path | None, taxonomy: Path | None = None) -> Settings:
+    settings = Settings.resolve(home, db, taxonomy)
+    prepare_prefect_env(settings)
+    if taxonomy:
+        import os
+
+        os.environ["CXLOOP_TAXONOMY"] = str(settings.taxonomy_path)
+        _run(settings.load_taxonomy)  # a broken taxonomy fails before anything runs
+    return settings
+
+
+class RichReporter:
+    """A rich progress bar per stage (pipelines.progress.Reporter)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def start(self, stage: str, total: int | None) -> None:
+        self.tasks[stage] = self.progress.add_task(stage, total=total)
+
+    def advance(self, stage: str, n: int = 1) -> None:
+        self.progress.advance(self.tasks[stage], n)
+
+    def finish(self, stage: str) -> None:
+        t = self.tasks.get(stage)
+        if t is not None:
+            self.progress.update(t, completed=self.progress.tasks[t].total)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description:<8}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=False)
+
+
+def _with_progress(fn: Callable[[], Any]) -> Any:
+    from pipelines import progress
+
+    with _progress() as bar, progress.reporting(RichReporter(bar)):
+        return _run(fn)
+
+
+def _columns(text_col: str | None, id_col: str | None, time_col: str | None, channel_col: str | None,
+             product_col: str | None, customer_col: str | None, rating_col: str | None,
+             nps_col: str | None) -> dict:
+    given = {"text": text_col, "source_id": id_col, "created_at": time_col, "channel": channel_col,
+             "product": product_col, "customer_id": customer_col, "rating": rating_col, "nps": nps_col}
+    return {k: v for k, v in given.items() if v}
+
+
+TextCol = Annotated[str | None, typer.Option(help="Column with the customer's words.")]
+IdCol = Annotated[str | None, typer.Option(help="Column with the record id in its source.")]
+TimeCol = Annotated[str | None, typer.Option(help="Column with when it was said.")]
+ChannelCol = Annotated[str | None, typer.Option(help="Column with the touchpoint/channel.")]
+ProductCol = Annotated[str | None, typer.Option(help="Column with the product.")]
+CustomerCol = Annotated[str | None, typer.Option(help="Column with the customer id (stored pseudonymised).")]
+RatingCol = Annotated[str | None, typer.Option(help="Column with a 1-5 rating.")]
+NpsCol = Annotated[str | None, typer.Option(help="Column with a 0-10 NPS answer.")]
+
+
+def _print_ingest(counts: dict) -> None:
+    console.print(f"ingest: {counts['files']} files ({counts['files_skipped']} unchanged since last time), "
+                  f"{counts['read']} rows read → [green]{counts['stored']} stored[/], "
+                  f"{counts['duplicates']} duplicates, [yellow]{counts['quarantined']} quarantined[/]")
+    for reason, n in sorted(counts["quarantine_reasons"].items(), key=lambda kv: -kv[1]):
+        console.print(f"  quarantined {n:>4} × {reason}")
+
+
+# -- commands -------------------------------------------------------------------------------------
+@app.command()
+def run(paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders (default: data/sample).")] = None,
+        home: HomeOpt = None, db: DbOpt = None, taxonomy: TaxOpt = None, model: ModelOpt = None,
+        top: Annotated[int, typer.Option(help="Pain points to put in the backlog per run.")] = 10) -> None:
+    """The main job: ingest → enrich → pain points → backlog."""
+    settings = _settings(home, db, taxonomy)
+    from pipelines.flows import cx_loop_flow
+    from pipelines.ingest import check_inputs
+    from pipelines.records import ColumnMap
+
+    files = [str(p) for p in paths] if paths else [str(settings.sample_dir)]
+    _run(lambda: check_inputs(files, ColumnMap()))
+    result = _with_progress(lambda: cx_loop_flow(paths=files, db=str(settings.db_path), home=str(settings.home),
+                                                 model=model, top_n=top))
+    _print_ingest(result["ingest"]["counts"])
+    e = result["enrich"]
+    console.print(f"enrich: {e['scored']} rows scored with {e['model_version']}")
+    _show_pain_points(settings, limit=top)
+    console.print(f"\nWarehouse: [bold]{settings.db_path}[/]. Query it with\n"
+                  f"  cxloop sql \"SELECT * FROM v_pain_points ORDER BY period_start DESC, priority DESC LIMIT 20\"\n"
+                  f"  cxloop backlog\n"
+                  f"or from Python: duckdb.connect('{settings.db_path}', read_only=True)"
+                  f".sql('FROM v_feedback').df()")
+
+
+@app.command()
+def ingest(paths: Annotated[list[Path], typer.Argument(help="Files or folders to ingest.")],
+           home: HomeOpt = None, db: DbOpt = None,
+           source: Annotated[str | None, typer.Option(help="Source name (default: the file name).")] = None,
+           channel: Annotated[str | None, typer.Option(help="Channel for rows without one.")] = None,
+           text_col: TextCol = None, id_col: IdCol = None, time_col: TimeCol = None, channel_col: ChannelCol = None,
+           product_col: ProductCol = None, customer_col: CustomerCol = None, rating_col: RatingCol = None,
+           nps_col: NpsCol = None) -> None:
+    """Ingest CSV, JSONL, Parquet or Excel files (a file or a folder) into the warehouse."""
+    settings = _settings(home, db)
+    from pipelines.ingest import check_inputs, ingest_flow
+    from pipelines.records import ColumnMap
+
+    columns = _columns(text_col, id_col, time_col, channel_col, product_col, customer_col, rating_col, nps_col)
+    files = [str(p) for p in paths]
+    _run(lambda: check_inputs(files, ColumnMap(**columns)))
+    result = _with_progress(lambda: ingest_flow(paths=files, db=str(settings.db_path), home=str(settings.home),
+                                                source=source, channel=channel, columns=columns))
+    _print_ingest(result["counts"])
+
+
+@app.command()
+def enrich(home: HomeOpt = None, db: DbOpt = None, taxonomy: TaxOpt = None, model: ModelOpt = None) -> None:
+    """Score every stored row that lacks NLP for the current model version."""
+    settings = _settings(home, db, taxonomy)
+    from pipelines.enrich import enrich_flow
+
+    r = _with_progress(lambda: enrich_flow(db=str(settings.db_path), home=str(settings.home), model=model))
+    console.print(f"enrich: {r['scored']} rows scored with {r['model_version']}")
+
+
+def _show_pain_points(settings: Settings, limit: int, week: str | None = None) -> None:
+    from pipelines.warehouse import Warehouse
+
+    wh = Warehouse(settings.db_path)
+    where = "period_start = CAST(? AS DATE)" if week else \
+        "period_start = (SELECT max(period_start) FROM v_pain_points)"
+    rows = _run(lambda: wh.query(
+        f"""SELECT period_start, topic_name, channel, neg_count, volume, neg_rate, prev_neg_count, growth,
+                   priority, keywords, quotes
+            FROM v_pain_points WHERE {where} AND neg_count > 0 ORDER BY priority DESC LIMIT ?""",
+        [week, limit] if week else [limit]).to_pylist())
+    if not rows:
+        console.print("no pain points yet: run `cxloop run` first")
+        return
+    t = Table(title=f"Top pain points, week of {rows[0]['period_start']}", caption="priority = negative × "
+              "negative rate × (1 + growth/2); growth against the previous week", show_lines=False)
+    for col in ("#", "topic", "channel", "neg/all", "rate", "prev", "growth", "priority"):
+        t.add_column(col, no_wrap=True)
+    t.add_column("keywords · example", overflow="ellipsis", no_wrap=True, max_width=60)
+    for i, r in enumerate(rows, 1):
+        quote = r["quotes"][0] if r["quotes"] else ""
+        t.add_row(str(i), r["topic_name"], r["channel"], f"{r['neg_count']}/{r['volume']}", f"{r['neg_rate']:.0%}",
+                  str(r["prev_neg_count"]), f"{r['growth']:+.1f}", f"{r['priority']:.1f}",
+                  f"{'、'.join(r['keywords'][:4])} · “{quote}”")
+    console.print(t)
+
+
+@app.command()
+def painpoints(home: HomeOpt = None, db: DbOpt = None,
+               top: Annotated[int, typer.Option(help="How many to show.")] = 10,
+               week: Annotated[str | None, typer.Option(help="Week start (YYYY-MM-DD); default the latest.")] = None
+               ) -> None:
+    """Show the ranked pain points of a week with the factors behind their priority."""
+    _show_pain_points(Settings.resolve(home, db), top, week)
+
+
+@app.command()
+def backlog(home: HomeOpt = None, db: DbOpt = None,
+            status: Annotated[str | None, typer.Option(help="Only items with this status.")] = None) -> None:
+    """List the improvement backlog, highest priority first."""
+    from pipelines.warehouse import Warehouse
+
+    settings = Settings.resolve(home, db)
+    sql = "SELECT item_id, title, owner_team, status, priority, neg_count, last_seen_period FROM v_backlog"
+    params: list = []
+    if status:
+        sql += " WHERE status = ?"
+        params.append(status)
+    rows = _run(lambda: Warehouse(settings.db_path).query(sql + " ORDER BY priority DESC", params).to_pylist())
+    t = Table(title="Improvement backlog")
+    for col in ("item", "title", "owner", "status", "priority", "neg", "last seen"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["item_id"], r["title"], r["owner_team"] or "", r["status"], f"{r['priority']:.1f}",
+                  str(r["neg_count"]), str(r["last_seen_period"]))
+    console.print(t)
+
+
+@app.command()
+def sql(query: Annotated[str, typer.Argument(help="A read-only SQL query.")], home: HomeOpt = None,
+        db: DbOpt = None, limit: Annotated[int, typer.Option(help="Rows to print.")] = 50) -> None:
+    """Run read-only SQL on the warehouse and print the result."""
+    import duckdb
+
+    from pipelines.warehouse import Warehouse
+
+    settings = Settings.resolve(home, db)
+    try:
+        table = _run(lambda: Warehouse(settings.db_path).query(query))
+    except duckdb.Error as e:
+        err.print(f"[bold red]error:[/] {' '.join(str(e).split())}", highlight=False)
+        raise typer.Exit(1) from None
+    t = Table(show_lines=False)
+    for name in table.column_names:
+        t.add_column(name, overflow="fold")
+    for row in table.slice(0, limit).to_pylist():
+        t.add_row(*("" if v is None else str(v) for v in row.values()))
+    console.print(t)
+    if table.num_rows > limit:
+        console.print(f"({table.num_rows} rows, {limit} shown)")
+
+
+@app.command()
+def predict(input: Annotated[Path, typer.Argument(help="CSV, JSONL, Parquet or Excel file to score.")],
+            output: Annotated[Path, typer.Option("-o", "--output", help="Output file (.csv .jsonl .parquet .xlsx).")],
+            model: ModelOpt = None, home: HomeOpt = None, taxonomy: TaxOpt = None, text_col: TextCol = None,
+            batch: Annotated[int, typer.Option(help="Rows per batch.")] = 2000) -> None:
+    """Score a file without touching the warehouse: every input column plus sentiment,
+    sentiment_score, topics and model_version."""
+    settings = Settings.resolve(home, None, taxonomy)
+    from pipelines.predict_file import predict_file
+
+    n, skipped = _with_progress(lambda: predict_file(input, output, settings, model=model, text_col=text_col,
+                                                     batch=batch))
+    console.print(f"predict: {n} rows scored → {output}" + (f" ({skipped} unreadable rows skipped)" if skipped else ""))
+
+
+@train_app.command("sentiment")
+def train_sentiment(model: Annotated[str, typer.Option("--model", help="Model kind.")] = "baseline",
+                    data: Annotated[Path | None, typer.Option(help="Shared data folder (default ../shared/data).")]
+                    = None,
+                    max_rows: Annotated[int | None, typer.Option(help="Sub-sample the training split.")] = None,
+                    promote: Annotated[bool, typer.Option(help="Promote if better on dev.")] = True,
+                    ship: Annotated[bool, typer.Option(help="Also replace the shipped default (maintainers).")]
+                    = False,
+                    home: HomeOpt = None, db: DbOpt = None) -> None:
+    """Train a sentiment model on the shared data; evaluate on test; promote if better on dev."""
+    settings = _settings(home, db)
+    if model != "baseline":
+        err.print(f"[bold red]error:[/] unknown model kind {model!r} (available: baseline)")
+        raise typer.Exit(1)
+    from models.data import shared_data_dir
+    from pipelines.flows import train_flow
+
+    data_dir = str(_run(lambda: shared_data_dir(data)))
+    r = _run(lambda: train_flow(data_dir=data_dir, max_rows=max_rows, db=str(settings.db_path),
+                                home=str(settings.home), promote_if_better=promote, ship=ship))
+    t = r["test"]
+    console.print(f"trained {r['model_version']}: test binary accuracy {t['binary']['accuracy']:.4f}, "
+                  f"3-class accuracy {t['three_class']['accuracy']:.4f}; dev score {r['dev_score']:.4f} vs "
+                  f"current {r['current_dev_score']:.4f} → {'promoted' if r['promoted'] else 'not promoted'}\n"
+                  f"model card: {Path(r['path']) / 'MODEL_CARD.md'}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,285 @@
+"""From raw records to feedback rows: column mapping, validation, normalisation, redaction.
+
+``prepare_file`` turns a :class:`~pipelines.sources.SourceFile` into two Arrow tables: ``feedback``
+rows ready to store (text normalised and PII-redacted, customer id pseudonymised) and
+``quarantine`` rows (reason + redacted payload). Every input record ends in exactly one of them,
+or is counted as a duplicate of a record in the same file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+
+from nlp import dedup_key, normalize_text, redact
+from pipelines.sources import RawRow, SourceError, SourceFile, has_undecodable
+
+MAX_TEXT_CHARS = 20_000
+MAX_PAYLOAD_CHARS = 4_000
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+
+# accepted header names per field (lower-cased); a user's --*-col option overrides them
+ALIASES: dict[str, tuple[str, ...]] = {
+    "text": ("text", "content", "comment", "review", "feedback", "message", "body", "内容", "评论", "评价",
+             "反馈", "反馈内容", "投诉内容", "文本", "留言", "备注"),
+    "source_id": ("id", "source_id", "feedback_id", "review_id", "ticket_id", "编号", "工单号", "评论id", "序号"),
+    "created_at": ("created_at", "time", "date", "datetime", "timestamp", "created", "时间", "日期", "来电时间",
+                   "评论时间", "创建时间", "提交时间"),
+    "channel": ("channel", "渠道", "来源渠道", "触点"),
+    "product": ("product", "产品", "业务", "商品", "品类"),
+    "customer_id": ("customer_id", "user_id", "customer", "客户号", "客户id", "用户id", "会员号"),
+    "rating": ("rating", "score", "stars", "评分", "星级"),
+    "nps": ("nps", "nps_score", "推荐度", "推荐意愿"),
+}
+FIELDS = tuple(ALIASES)
+
+FEEDBACK_SCHEMA = pa.schema([
+    ("feedback_id", pa.string()), ("source", pa.string()), ("source_id", pa.string()),
+    ("created_at", pa.timestamp("us")), ("channel", pa.string()), ("product", pa.string()),
+    ("customer_key", pa.string()), ("rating", pa.int8()), ("nps", pa.int8()), ("text", pa.string()),
+    ("text_key", pa.string()), ("pii_found", pa.string()), ("flags", pa.list_(pa.string())),
+    ("meta", pa.string()), ("ingested_at", pa.timestamp("us")), ("run_id", pa.string()),
+])
+QUARANTINE_SCHEMA = pa.schema([
+    ("quarantine_id", pa.string()), ("source", pa.string()), ("locator", pa.string()),
+    ("reason", pa.string()), ("payload", pa.string()), ("run_id", pa.string()),
+    ("quarantined_at", pa.timestamp("us")),
+])
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which input column feeds which feedback field; ``None`` means: find it by its usual names."""
+
+    text: str | None = None
+    source_id: str | None = None
+    created_at: str | None = None
+    channel: str | None = None
+    product: str | None = None
+    customer_id: str | None = None
+    rating: str | None = None
+    nps: str | None = None
+
+    def resolve(self, src: SourceFile) -> dict[str, str]:
+        """Field → column for this file. A named column that the file lacks, or a file without
+        any text column, is a :class:`SourceError`."""
+        return self.resolve_columns(src.path, src.columns, has_rows=any(r.fields for r in src.rows))
+
+    def resolve_columns(self, path: object, columns: list[str], has_rows: bool = True) -> dict[str, str]:
+        """Field → column for a file with these ``columns`` (see :meth:`resolve`)."""
+        lower = {c.lower().strip(): c for c in columns}
+        out: dict[str, str] = {}
+        for f in FIELDS:
+            wanted = getattr(self, f)
+            if wanted is not None:
+                col = wanted if wanted in columns else lower.get(wanted.lower())
+                if col is None:
+                    raise SourceError(f"{path}: no column {wanted!r} for {f} "
+                                      f"(columns: {', '.join(columns) or 'none'})")
+                out[f] = col
+                continue
+            for alias in ALIASES[f]:
+                if alias in lower:
+                    out[f] = lower[alias]
+                    break
+        if "text" not in out and has_rows and columns:
+            raise SourceError(f"{path}: no text column found (columns: {', '.join(columns)}); "
+                              "name it with --text-col")
+        return out
+
+
+@dataclass
+class Prepared:
+    """The result of preparing one file."""
+
+    feedback: pa.Table
+    quarantine: pa.Table
+    duplicates: int
+    flagged: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+# -- field parsers ------------------------------------------------------------------------------
+_DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M",
+                 "%Y/%m/%d", "%Y.%m.%d %H:%M:%S", "%Y.%m.%d", "%Y%m%d %H:%M:%S", "%Y%m%d",
+                 "%Y年%m月%d日 %H:%M:%S", "%Y年%m月%d日 %H:%M", "%Y年%m月%d日 %H时%M分", "%Y年%m月%d日")
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """A naive local (Asia/Shanghai) datetime from the common shapes of a time value, else None."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(LOCAL_TZ).replace(tzinfo=None) if value.tzinfo else value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = value / 1000 if value > 1e11 else value  # epoch milliseconds or seconds
+        try:
+            return datetime.fromtimestamp(seconds, tz=UTC).astimezone(LOCAL_TZ).replace(tzinfo=None)
+        except (OverflowError, OSError, ValueError):
+            return None
+    s = normalize_text(str(value)).strip()
+    if not s:
+        return None
+    if re.fullmatch(r"\d{10}(\d{3})?", s):
+        return parse_timestamp(int(s))
+    try:
+        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+        return dt.astimezone(LOCAL_TZ).replace(tzinfo=None) if dt.tzinfo else dt
+    except ValueError:
+        pass
+    for fmt in _DATE_FORMATS:
+        try:
+            return datetime.strptime(s, fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def parse_score(value: object, lo: int, hi: int) -> tuple[int | None, bool]:
+    """(score, ok): an integer in [lo, hi]; ``ok`` is False when a value was given but unusable."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None, True
+    if isinstance(value, str):
+        s = normalize_text(value).strip()
+        if not s:
+            return None, True
+        m = re.fullmatch(r"(\d+(?:\.0+)?)\s*(?:星|分|stars?)?", s, re.IGNORECASE)
+        if not m:
+            return None, False
+        value = float(m.group(1))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None, False
+    if float(value) != int(value) or not lo <= int(value) <= hi:
+        return None, False
+    return int(value), True
+
+
+def _clean_str(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    s = normalize_text(str(value)).strip()
+    return s or None
+
+
+def _hash(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def feedback_id(source: str, source_id: str | None, text_key: str) -> str:
+    """Stable id: hash of (source, source_id), or of the normalised text when there is no id."""
+    return _hash("id", source, source_id) if source_id else _hash("text", text_key)
+
+
+def pseudonymise(customer_id: str, salt: bytes) -> str:
+    """Salted hash of a customer id (the same id gives the same key under the same salt)."""
+    return hashlib.blake2b(customer_id.encode(), key=salt[:64], digest_size=12).hexdigest()
+
+
+def safe_payload(row: RawRow) -> str:
+    """The original record for the quarantine: undecodable bytes shown as U+FFFD, PII redacted."""
+    raw = row.raw if row.raw is not None else json.dumps(row.fields, ensure_ascii=False, default=str)
+    raw = "".join("\ufffd" if "\udc80" <= ch <= "\udcff" else ch for ch in raw)
+    text = redact(normalize_text(raw)).text
+    return text if len(text) <= MAX_PAYLOAD_CHARS else text[:MAX_PAYLOAD_CHARS] + f"…[{len(text)} chars]"
+
+
+# -- the preparation ----------------------------------------------------------------------------
+def prepare_file(src: SourceFile, source: str, columns: ColumnMap, *, run_id: str, salt: bytes,
+                 default_channel: str | None = None, now: datetime | None = None) -> Prepared:
+    """Validate, normalise, redact and key every record of one file."""
+    now = now or datetime.now()
+    mapping = columns.resolve(src)
+    channel_default = default_channel or "unknown"
+    fb_rows: list[dict] = []
+    q_rows: list[dict] = []
+    seen: dict[str, str] = {}
+    duplicates = 0
+    flagged: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+
+    def quarantine(row: RawRow, reason: str) -> None:
+        reasons[reason.split(":")[0]] = reasons.get(reason.split(":")[0], 0) + 1
+        q_rows.append({"quarantine_id": _hash("q", source, row.locator, reason), "source": source,
+                       "locator": row.locator, "reason": reason, "payload": safe_payload(row),
+                       "run_id": run_id, "quarantined_at": now})
+
+    for row in src.rows:
+        if row.error or row.fields is None:
+            quarantine(row, row.error or "unreadable record")
+            continue
+        get = row.fields.get
+        raw_text = get(mapping["text"]) if "text" in mapping else None
+        if "text" in mapping and mapping["text"] not in row.fields:
+            quarantine(row, f"missing text field {mapping['text']!r}")
+            continue
+        if any(has_undecodable(v) for v in row.fields.values()):
+            quarantine(row, f"undecodable bytes (file read as {src.encoding})")
+            continue
+        text = normalize_text("" if raw_text is None else str(raw_text))
+        if not text:
+            quarantine(row, "empty text")
+            continue
+        if len(text) > MAX_TEXT_CHARS:
+            quarantine(row, f"text too long: {len(text)} chars (limit {MAX_TEXT_CHARS})")
+            continue
+        red = redact(text)
+        flags: list[str] = []
+        created = parse_timestamp(get(mapping["created_at"])) if "created_at" in mapping else None
+        if created is None:
+            has_value = "created_at" in mapping and _clean_str(get(mapping["created_at"])) is not None
+            flags.append("created_at_invalid" if has_value else "created_at_missing")
+            created = now
+        elif created > now + timedelta(days=1):
+            flags.append("created_at_future")
+        rating, ok = parse_score(get(mapping["rating"]), 1, 5) if "rating" in mapping else (None, True)
+        if not ok:
+            flags.append("rating_invalid")
+        nps, ok = parse_score(get(mapping["nps"]), 0, 10) if "nps" in mapping else (None, True)
+        if not ok:
+            flags.append("nps_invalid")
+        sid = _clean_str(get(mapping["source_id"])) if "source_id" in mapping else None
+        key = dedup_key(red.text)
+        fid = feedback_id(source, sid, key)
+        if fid in seen:
+            if seen[fid] == key:
+                duplicates += 1
+            else:
+                quarantine(row, f"duplicate id {sid!r} with a different text")
+            continue
+        seen[fid] = key
+        cust = _clean_str(get(mapping["customer_id"])) if "customer_id" in mapping else None
+        for f in flags:
+            flagged[f] = flagged.get(f, 0) + 1
+        extra = {k: v for k, v in row.fields.items() if k not in mapping.values()}
+        fb_rows.append({
+            "feedback_id": fid, "source": source, "source_id": sid, "created_at": created,
+            "channel": (_clean_str(get(mapping["channel"])) if "channel" in mapping else None) or channel_default,
+            "product": _clean_str(get(mapping["product"])) if "product" in mapping else None,
+            "customer_key": pseudonymise(cust, salt) if cust else None,
+            "rating": rating, "nps": nps, "text": red.text, "text_key": key,
+            "pii_found": json.dumps(red.found) if red.found else None, "flags": flags,
+            "meta": _meta_json(extra), "ingested_at": now, "run_id": run_id,
+        })
+    return Prepared(pa.Table.from_pylist(fb_rows, schema=FEEDBACK_SCHEMA),
+                    pa.Table.from_pylist(q_rows, schema=QUARANTINE_SCHEMA), duplicates, flagged, reasons)
+
+
+def _meta_json(extra: dict[str, object]) -> str | None:
+    """Unmapped columns, kept as JSON with their text values redacted."""
+    if not extra:
+        return None
+    clean = {}
+    for k, v in extra.items():
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        clean[str(k)] = redact(normalize_text(v)).text if isinstance(v, str) else v
+    return json.dumps(clean, ensure_ascii=False, default=str) if clean else None
