@@ -27,8 +27,9 @@ class TrainOptions:
 
     data_dir: str | None = None            # the shared data folder (default ../shared/data)
     max_rows: int | None = None            # sub-sample the training split (stratified by data set)
-    c_grid: tuple[float, ...] = (0.3, 0.6)
-    aspect_weight: float = 0.3             # weight of aspect-set rows next to the review set's (tuned on dev)
+    c_grid: tuple[float, ...] = (0.15, 0.3, 0.6)
+    aspect_weight: float = 1.0             # weight of aspect-set rows next to the review set's (0.3 and 0.6
+                                           # scored lower on dev: binary +0.3 pt, three-class −1.9 pt)
     config: BaselineConfig = field(default_factory=BaselineConfig)
     seed: int = 13
 

@@ -98,9 +98,10 @@ def redact(text: str) -> Redaction:
 
     def _number(m: re.Match[str]) -> str:
         raw = m.group(0)
-        if raw[-1] in "Xx" and classify_number(raw) is None:  # the X starts the next word
-            return _number_text(raw[:-1], found) + raw[-1]
-        return _number_text(raw, found)
+        out = _number_text(raw, found)
+        if out == raw and raw[-1] in "Xx":  # no ID card: the X starts the next word
+            out = _number_text(raw[:-1], found) + raw[-1]
+        return out
 
     if any(c.isdigit() for c in text):
         text = _DIGIT_RUN_RE.sub(_number, text)

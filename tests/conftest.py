@@ -1,0 +1,43 @@
+"""Shared fixtures: an isolated CXLOOP_HOME per test, and one Prefect test server per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ["CXLOOP_SALT"] = "test-salt"
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real (temporary) Prefect API for flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty run-time folder used as CXLOOP_HOME."""
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("CXLOOP_HOME", str(h))
+    monkeypatch.delenv("CXLOOP_DB", raising=False)
+    monkeypatch.delenv("CXLOOP_TAXONOMY", raising=False)
+    return h
+
+
+@pytest.fixture()
+def sample_copy(tmp_path: Path) -> Path:
+    """A private copy of the sample data folder."""
+    dst = tmp_path / "sample"
+    shutil.copytree(SAMPLE, dst)
+    return dst

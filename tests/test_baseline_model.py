@@ -1,0 +1,84 @@
+"""The baseline model: a tiny real training run, the artifact round-trip, and the shipped model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.baseline import BaselineConfig, BaselineSentiment, ModelLoadError
+from models.predict import Analyzer
+from models.registry import SHIPPED_DIR, load_sentiment_model, model_version_of, promote, resolve_model
+
+TRAIN = [
+    ("送餐太慢了，等了一个多小时", "neg"), ("客服态度很差，问题一直没解决", "neg"), ("App老是闪退，根本用不了", "neg"),
+    ("质量太差，用了两天就坏了", "neg"), ("包装破损，东西都洒了", "neg"), ("价格太贵，不值这个钱", "neg"),
+    ("送餐很快，饭菜还是热的", "pos"), ("客服很耐心，很快解决了问题", "pos"), ("新版App很流畅，好用", "pos"),
+    ("质量很好，用了很久都没问题", "pos"), ("包装很严实，东西完好", "pos"), ("价格实惠，性价比高", "pos"),
+    ("请问信用卡怎么办理", "neu"), ("我想咨询一下营业时间", "neu"), ("订单今天下午到", "neu"),
+    ("这款有几种颜色", "neu"), ("网点在人民路上", "neu"), ("下周再看看", "neu"),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> BaselineSentiment:
+    texts, labels = zip(*TRAIN, strict=True)
+    return BaselineSentiment(BaselineConfig(min_df=1, C=1.0)).fit(list(texts), list(labels))
+
+
+def test_tiny_model_learns_and_probabilities_are_valid(tiny: BaselineSentiment) -> None:
+    texts = [t for t, _ in TRAIN]
+    p = tiny.predict_proba(texts)
+    assert p.shape == (len(texts), 3)
+    np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-5)
+    acc = np.mean(np.asarray(tiny.labels)[p.argmax(1)] == np.asarray([lab for _, lab in TRAIN]))
+    assert acc == 1.0
+
+
+def test_artifact_round_trip(tiny: BaselineSentiment, tmp_path: Path) -> None:
+    tiny.save(tmp_path / "m", meta={"model_version": "tiny-1"})
+    loaded = load_sentiment_model(tmp_path / "m")
+    texts = ["送餐太慢了", "客服很耐心"]
+    np.testing.assert_allclose(loaded.predict_proba(texts), tiny.predict_proba(texts), atol=2e-3)
+    assert model_version_of(tmp_path / "m") == "tiny-1"
+
+
+def test_corrupt_and_missing_artifacts_name_the_path(tiny: BaselineSentiment, tmp_path: Path) -> None:
+    folder = tiny.save(tmp_path / "m", meta={"model_version": "tiny-1"})
+    (folder / "weights.npz").write_bytes(b"not a zip")
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        load_sentiment_model(folder)
+    (folder / "weights.npz").unlink()
+    with pytest.raises(ModelLoadError, match="weights.npz"):
+        load_sentiment_model(folder)
+    with pytest.raises(ModelLoadError, match="not found"):
+        load_sentiment_model(tmp_path / "nowhere")
+    doc = json.loads((folder / "model.json").read_text())
+    doc["format"] = "pickle"
+    (folder / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelLoadError, match="unknown model format"):
+        load_sentiment_model(folder)
+
+
+def test_registry_resolution_and_promotion(tiny: BaselineSentiment, tmp_path: Path) -> None:
+    home = tmp_path / "models"
+    assert resolve_model(None, home) == SHIPPED_DIR / "sentiment-baseline"
+    folder = tiny.save(home / "tiny-1", meta={"model_version": "tiny-1"})
+    assert resolve_model("tiny-1", home) == folder
+    promote(home, folder)
+    assert resolve_model(None, home) == folder
+    with pytest.raises(ModelLoadError, match="unknown model 'nope'"):
+        resolve_model("nope", home)
+
+
+def test_shipped_model_reads_complaints_correctly() -> None:
+    a = Analyzer.load()
+    out = a.analyze(["手机银行更新以后一直闪退，登录不上，太耽误事了", "骑手送得很快，饭菜还是热的，点赞",
+                     "送餐超时一个多小时，饭都凉了"])
+    assert out["sentiment"] == ["neg", "pos", "neg"]
+    assert out["sentiment_score"][0] < -0.3 < 0.3 < out["sentiment_score"][1]
+    assert "digital_experience" in out["topics"][0]
+    assert out["model_version"][0].startswith("sentiment-baseline-")
+    assert (SHIPPED_DIR / "sentiment-baseline" / "MODEL_CARD.md").exists()

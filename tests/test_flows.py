@@ -1,0 +1,98 @@
+"""End-to-end: the main job on the sample data against a real DuckDB file and a real Prefect API."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from nlp import redact
+from pipelines.warehouse import Warehouse
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+HASH_COLUMN = re.compile(r"(_id|_key|sha256)$")
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    from pipelines.flows import cx_loop_flow
+
+    home = tmp_path_factory.mktemp("home")
+    db = home / "cx.duckdb"
+    result = cx_loop_flow(db=str(db), home=str(home))
+    return db, result
+
+
+def test_main_job_stores_scores_ranks_and_fills_the_backlog(first_run: tuple[Path, dict]) -> None:
+    db, result = first_run
+    counts = result["ingest"]["counts"]
+    assert counts["files"] == 6
+    assert counts["read"] == counts["stored"] + counts["duplicates"] + counts["quarantined"]
+    assert counts["stored"] > 800 and counts["duplicates"] >= 10 and 3 <= counts["quarantined"] <= 10
+    wh = Warehouse(db)
+    assert wh.scalar("SELECT count(*) FROM feedback") == counts["stored"]
+    assert wh.scalar("SELECT count(*) FROM feedback_nlp") == counts["stored"]
+    assert wh.scalar("SELECT count(*) FROM v_feedback WHERE sentiment IS NULL") == 0
+    assert wh.scalar("SELECT count(DISTINCT channel) FROM feedback") >= 5
+    assert result["pain_points"]["backlog_items"] == 10
+    top = wh.query("SELECT topic, channel FROM v_pain_points WHERE period_start = DATE '2026-10-26' "
+                   "ORDER BY priority DESC LIMIT 3").to_pylist()
+    assert any(r["topic"] == "digital_experience" for r in top)  # the App 8.2 spike leads
+    assert wh.scalar("SELECT count(*) FROM runs WHERE status = 'completed'") == 3
+
+
+def test_the_gbk_file_reads_as_chinese(first_run: tuple[Path, dict]) -> None:
+    db, _ = first_run
+    texts = Warehouse(db).query("SELECT text FROM feedback WHERE source = 'hotline_notes_gbk'").column("text")
+    assert len(texts) > 100 and all("客户" in t or "来电" in t for t in texts.to_pylist()[:20])
+
+
+def test_no_pii_in_any_text_column(first_run: tuple[Path, dict]) -> None:
+    db, _ = first_run
+    wh = Warehouse(db)
+    cols = wh.query("SELECT table_name, column_name FROM information_schema.columns "
+                    "WHERE data_type IN ('VARCHAR', 'VARCHAR[]', 'JSON')").to_pylist()
+    assert cols
+    scanned = 0
+    for c in cols:
+        if HASH_COLUMN.search(c["column_name"]):  # hex digests, not customer text
+            continue
+        values = wh.query(f'SELECT CAST("{c["column_name"]}" AS VARCHAR) AS v FROM "{c["table_name"]}"').column("v")
+        for v in values.to_pylist():
+            assert v is None or not redact(v).found, (c, v)  # a validated phone/ID/card/e-mail left behind
+            scanned += v is not None
+    assert scanned > 5000
+    assert wh.scalar("SELECT count(*) FROM feedback WHERE pii_found IS NOT NULL") >= 20
+
+
+def test_second_run_adds_nothing_and_keeps_human_decisions(first_run: tuple[Path, dict], tmp_path: Path) -> None:
+    from pipelines.flows import cx_loop_flow
+
+    db, _ = first_run
+    wh = Warehouse(db)
+    item = wh.query("SELECT item_id FROM backlog ORDER BY priority DESC LIMIT 1").column("item_id")[0].as_py()
+    with wh.transaction() as con:
+        con.execute("UPDATE backlog SET status = 'in_progress', owner_team = '手机银行项目组' WHERE item_id = ?",
+                    [item])
+    before = {t: wh.scalar(f"SELECT count(*) FROM {t}") for t in ("feedback", "quarantine", "backlog",
+                                                                   "feedback_nlp", "pain_points")}
+    result = cx_loop_flow(db=str(db), home=str(db.parent))
+    assert result["ingest"]["counts"]["stored"] == 0 and result["enrich"]["scored"] == 0
+    after = {t: wh.scalar(f"SELECT count(*) FROM {t}") for t in before}
+    assert after == before
+    row = wh.query("SELECT status, owner_team FROM backlog WHERE item_id = ?", [item]).to_pylist()[0]
+    assert row == {"status": "in_progress", "owner_team": "手机银行项目组"}
+
+
+def test_renamed_copy_of_a_file_adds_no_rows(first_run: tuple[Path, dict], sample_copy: Path) -> None:
+    from pipelines.ingest import ingest_flow
+
+    db, _ = first_run
+    before = Warehouse(db).scalar("SELECT count(*) FROM feedback")
+    f = sample_copy / "app_reviews.csv"
+    f.write_bytes(f.read_bytes() + b"\n")  # different bytes, same records
+    r = ingest_flow(paths=[str(f)], db=str(db), home=str(db.parent), source="app_reviews")
+    assert r["counts"]["stored"] == 0 and r["counts"]["duplicates"] > 200
+    assert Warehouse(db).scalar("SELECT count(*) FROM feedback") == before

@@ -1,0 +1,137 @@
+"""Reading files in every supported format and encoding, and what happens to bad rows."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.records import ColumnMap, parse_score, parse_timestamp, prepare_file
+from pipelines.sources import SourceError, discover, read_file
+
+HEADER = "id,created_at,channel,rating,text\n"
+
+
+def _prep(path: Path, columns: ColumnMap | None = None):
+    return prepare_file(read_file(path), path.stem, columns or ColumnMap(), run_id="r1", salt=b"s",
+                        now=datetime(2026, 11, 1, 12))
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gbk", "gb18030", "utf-16"])
+def test_csv_encodings(tmp_path: Path, encoding: str) -> None:
+    f = tmp_path / "x.csv"
+    f.write_bytes((HEADER + "1,2026-10-01 10:00,hotline,2,客户反映排队太久了\n").encode(encoding))
+    p = _prep(f)
+    assert p.feedback.column("text").to_pylist() == ["客户反映排队太久了"]
+    assert p.quarantine.num_rows == 0
+
+
+def test_undecodable_line_is_quarantined_not_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "mixed.csv"
+    good = (HEADER + "1,2026-10-01,app_review,1,闪退严重\n2,2026-10-02,app_review,5,很好用\n").encode()
+    f.write_bytes(good + b"3,2026-10-03,app_review,3,\xff\xfe\xfa bad\n")
+    p = _prep(f)
+    assert p.feedback.num_rows == 2
+    assert p.quarantine.column("reason").to_pylist() == ["undecodable bytes (file read as utf-8)"]
+    assert "\ufffd" in p.quarantine.column("payload")[0].as_py()
+
+
+def test_bad_rows_each_get_a_reason(tmp_path: Path) -> None:
+    f = tmp_path / "bad.csv"
+    long_text = "长" * 100_000
+    f.write_text(HEADER + "\n".join([
+        "1,2026-10-01,hotline,1,",                      # empty text
+        "2,2026-10-01,hotline,1,   ",                   # whitespace only
+        f"3,2026-10-01,hotline,1,{long_text}",           # 100,000 characters
+        "4,2026-10-01,hotline,1,a,b,c",                 # malformed line
+        "5,2026-10-01,hotline,five stars,评分写错了但内容有用",  # wrong-typed rating: kept, flagged
+        "6,,hotline,3,没有时间的反馈",                   # missing time: ingest time, flagged
+        "7,2026-10-01,hotline,4,电话13812345678请回电",   # PII: redacted
+    ]) + "\n", encoding="utf-8")
+    p = _prep(f)
+    reasons = p.quarantine.column("reason").to_pylist()
+    assert reasons == ["empty text", "empty text", "text too long: 100000 chars (limit 20000)",
+                       "malformed CSV line: expected 5 fields, got 7"]
+    rows = {r["source_id"]: r for r in p.feedback.to_pylist()}
+    assert rows["5"]["rating"] is None and rows["5"]["flags"] == ["rating_invalid"]
+    assert rows["6"]["flags"] == ["created_at_missing"] and rows["6"]["created_at"] == datetime(2026, 11, 1, 12)
+    assert rows["7"]["text"] == "电话<PHONE>请回电" and json.loads(rows["7"]["pii_found"]) == {"phone": 1}
+    assert sum(len(x.as_py()) for x in p.quarantine.column("payload")) < 10_000
+
+
+def test_pii_never_reaches_the_quarantine(tmp_path: Path) -> None:
+    f = tmp_path / "q.jsonl"
+    f.write_text('{"id": 1, "text": "", "note": "13812345678"}\n{"id": 2, "text": "电话13912345678\n',
+                 encoding="utf-8")
+    p = _prep(f)
+    assert p.quarantine.num_rows == 2
+    for payload in p.quarantine.column("payload").to_pylist():
+        assert "1381234" not in payload and "1391234" not in payload and "<PHONE>" in payload
+
+
+def test_jsonl_parquet_excel(tmp_path: Path) -> None:
+    rows = [{"id": "a", "created_at": datetime(2026, 10, 1, 9), "text": "物流太慢", "nps": 3},
+            {"id": "b", "created_at": datetime(2026, 10, 2, 9), "text": "很满意", "nps": 10}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
+    import pandas as pd
+
+    pd.DataFrame(rows).to_excel(tmp_path / "x.xlsx", index=False)
+    (tmp_path / "j.jsonl").write_text("\n".join(json.dumps({**r, "created_at": str(r["created_at"])})
+                                                for r in rows) + "\n", encoding="utf-8")
+    for name in ("p.parquet", "x.xlsx", "j.jsonl"):
+        p = _prep(tmp_path / name)
+        assert p.feedback.column("text").to_pylist() == ["物流太慢", "很满意"], name
+        assert p.feedback.column("nps").to_pylist() == [3, 10], name
+
+
+def test_duplicates_in_one_file(tmp_path: Path) -> None:
+    f = tmp_path / "d.csv"
+    f.write_text(HEADER + "1,2026-10-01,hotline,1,一样的内容\n1,2026-10-01,hotline,1,一样的内容\n"
+                 "1,2026-10-01,hotline,1,同一个编号不同的内容\n", encoding="utf-8")
+    p = _prep(f)
+    assert p.feedback.num_rows == 1 and p.duplicates == 1
+    assert p.quarantine.column("reason").to_pylist() == ["duplicate id '1' with a different text"]
+
+
+def test_column_mapping_errors_name_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "x.csv"
+    f.write_text("编号,内容\n1,很好\n", encoding="utf-8")
+    assert _prep(f).feedback.column("text").to_pylist() == ["很好"]  # Chinese header aliases
+    with pytest.raises(SourceError, match=r"x.csv: no column 'body'"):
+        _prep(f, ColumnMap(text="body"))
+    g = tmp_path / "y.csv"
+    g.write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(SourceError, match="no text column found"):
+        _prep(g)
+
+
+def test_discover_errors(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="no such file"):
+        discover(tmp_path / "missing.csv")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(SourceError, match="no supported files"):
+        discover(tmp_path)
+    with pytest.raises(SourceError, match="unsupported file type"):
+        discover(tmp_path / "notes.txt")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("2026-10-01 08:30:00", datetime(2026, 10, 1, 8, 30)), ("2026/10/01 08:30", datetime(2026, 10, 1, 8, 30)),
+    ("2026年10月1日", datetime(2026, 10, 1)), ("2026-10-01T00:30:00Z", datetime(2026, 10, 1, 8, 30)),
+    (1790000000, datetime(2026, 9, 21, 22, 13, 20)), ("yesterday", None), (None, None),
+])
+def test_timestamps(value: object, expected: datetime | None) -> None:
+    assert parse_timestamp(value) == expected
+
+
+def test_scores() -> None:
+    assert parse_score("4", 1, 5) == (4, True)
+    assert parse_score("5星", 1, 5) == (5, True)
+    assert parse_score(4.0, 1, 5) == (4, True)
+    assert parse_score("五星", 1, 5) == (None, False)
+    assert parse_score(15, 0, 10) == (None, False)
+    assert parse_score("", 0, 10) == (None, True)

@@ -1,0 +1,71 @@
+"""The DuckDB warehouse: migrations, Arrow writes, transactions and lock handling."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipelines.warehouse import Warehouse, WarehouseError, WarehouseLockedError, migrations
+
+
+def test_migrations_create_tables_and_views(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "cx.duckdb")
+    with wh.connect():
+        pass
+    assert wh.schema_version() == max(v for v, _, _ in migrations())
+    names = {r["table_name"] for r in wh.query("SELECT table_name FROM information_schema.tables").to_pylist()}
+    for name in ("feedback", "feedback_nlp", "pain_points", "backlog", "quarantine", "runs", "topics",
+                 "model_versions", "source_files", "v_feedback", "v_pain_points", "v_backlog"):
+        assert name in names
+    with wh.connect():  # re-opening applies nothing twice
+        pass
+    assert wh.scalar("SELECT count(*) FROM schema_migrations") == len(migrations())
+
+
+def test_arrow_insert_and_ignore_duplicates(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "cx.duckdb")
+    rows = pa.table({"topic": ["a", "b"], "name": ["甲", "乙"], "stage": ["usage"] * 2, "team": ["t"] * 2,
+                     "keywords": [["x"], ["y"]]})
+    with wh.transaction() as con:
+        assert Warehouse.insert_arrow(con, "topics", rows) == 2
+    with wh.transaction() as con:
+        assert Warehouse.insert_arrow(con, "topics", rows, on_conflict="ignore") == 0
+
+
+def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "cx.duckdb")
+    rows = pa.table({"topic": ["a"], "name": ["甲"], "stage": ["usage"], "team": ["t"], "keywords": [["x"]]})
+    with pytest.raises(RuntimeError), wh.transaction() as con:
+        Warehouse.insert_arrow(con, "topics", rows)
+        raise RuntimeError("boom")
+    assert wh.scalar("SELECT count(*) FROM topics") == 0
+
+
+def test_reading_a_missing_warehouse_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(WarehouseError, match="does not exist yet"):
+        Warehouse(tmp_path / "none.duckdb").query("SELECT 1")
+
+
+def test_writer_waits_for_a_lock_then_gives_up_with_a_message(tmp_path: Path) -> None:
+    db = tmp_path / "cx.duckdb"
+    with Warehouse(db).connect():
+        pass
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(db)!r}); "
+                               "print('held', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.monotonic()
+        with pytest.raises(WarehouseLockedError, match="locked by another process"), \
+                Warehouse(db, lock_timeout=1.5).connect():
+            pass
+        assert time.monotonic() - t0 >= 1.4
+    finally:
+        holder.kill()
+        holder.wait()
+    with Warehouse(db, lock_timeout=5).connect() as con:  # released: works again
+        assert con.execute("SELECT 1").fetchone() == (1,)
