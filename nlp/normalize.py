@@ -53,6 +53,7 @@ def normalize_many(texts: Iterable[str]) -> list[str]:
     return [normalize_text(t) for t in texts]
 
 
-def dedup_key(text: str) -> str:
-    """A key equal for texts that differ only in width, script, case, spacing or punctuation."""
-    return _NON_WORD_RE.sub("", normalize_text(text).lower())
+def dedup_key(text: str, normalized: bool = False) -> str:
+    """A key equal for texts that differ only in width, script, case, spacing or punctuation.
+    ``normalized=True`` skips normalisation for text that already went through ``normalize_text``."""
+    return _NON_WORD_RE.sub("", (text if normalized else normalize_text(text)).lower())

@@ -247,7 +247,7 @@ def prepare_file(src: SourceFile, source: str, columns: ColumnMap, *, run_id: st
         if not ok:
             flags.append("nps_invalid")
         sid = _clean_str(get(mapping["source_id"])) if "source_id" in mapping else None
-        key = dedup_key(red.text)
+        key = dedup_key(red.text, normalized=True)
         fid = feedback_id(source, sid, key)
         if fid in seen:
             if seen[fid] == key:

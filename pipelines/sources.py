@@ -153,7 +153,7 @@ def read_file(path: str | Path) -> SourceFile:
 
 def _read_csv(path: Path, sha: str, size: int, delimiter: str) -> SourceFile:
     text, enc = _decode(path, path.read_bytes())
-    lines = text.splitlines(keepends=True)
+    lines = io.StringIO(text, newline="").readlines()  # split exactly as the csv reader counts lines
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     src = SourceFile(path, sha, size, enc, [])
     header: list[str] | None = None

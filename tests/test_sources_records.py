@@ -135,3 +135,11 @@ def test_scores() -> None:
     assert parse_score("五星", 1, 5) == (None, False)
     assert parse_score(15, 0, 10) == (None, False)
     assert parse_score("", 0, 10) == (None, True)
+
+
+def test_quarantine_payload_is_the_right_line_after_unicode_line_separators(tmp_path: Path) -> None:
+    f = tmp_path / "sep.csv"
+    f.write_text(HEADER + "1,2026-10-01,hotline,1,第一行\u2028还是第一条\n2,2026-10-01,hotline,1,a,b\n",
+                 encoding="utf-8")
+    p = _prep(f)
+    assert p.quarantine.column("payload").to_pylist() == ["2,2026-10-01,hotline,1,a,b"]
