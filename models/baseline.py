@@ -15,9 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import minimize_scalar
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.svm import LinearSVC
 
 from nlp import default_segmenter
 
@@ -107,6 +105,8 @@ class BaselineSentiment:
         unknown = set(labels) - set(LABELS)
         if unknown:
             raise ValueError(f"unknown labels {sorted(unknown)}; expected {LABELS}")
+        from sklearn.svm import LinearSVC  # training-only: keeps serving imports light
+
         clf = LinearSVC(C=self.config.C)
         clf.fit(x, np.asarray(labels), sample_weight=sample_weight)
         order = [list(clf.classes_).index(lab) for lab in LABELS]
@@ -116,6 +116,8 @@ class BaselineSentiment:
 
     def calibrate(self, x: sp.csr_matrix, labels: Sequence[str]) -> float:
         """Fit the softmax temperature on held-out features by minimising the log-loss."""
+        from scipy.optimize import minimize_scalar  # training-only
+
         margins = self.margins(x)
         y = np.asarray([self.labels.index(lab) for lab in labels])
 
