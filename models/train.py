@@ -18,6 +18,7 @@ from models.baseline import BaselineConfig, BaselineSentiment
 from models.card import write_model_card
 from models.data import load_sentiment_corpus
 from models.evaluate import dev_score, evaluate_predictions
+from models.registry import load_sentiment_model
 from nlp import default_segmenter, normalize_text
 
 
@@ -40,6 +41,7 @@ class TrainResult:
     model_version: str
     metrics: dict
     seconds: float
+    compared_dev_score: float | None = None   # the dev score of ``compare_with``, on the same dev rows
 
 
 Log = Callable[[str], None]
@@ -52,8 +54,10 @@ def _prepare(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def train_sentiment_baseline(options: TrainOptions, out_root: Path, log: Log = print) -> TrainResult:
-    """Train, select C on dev, calibrate on dev, evaluate on test, save under ``out_root``."""
+def train_sentiment_baseline(options: TrainOptions, out_root: Path, log: Log = print,
+                             compare_with: Path | None = None) -> TrainResult:
+    """Train, select C on dev, calibrate on dev, evaluate on test, save under ``out_root``.
+    ``compare_with`` (a model folder, e.g. the current default) is scored on the same dev rows."""
     t0 = time.time()
     corpus = load_sentiment_corpus(options.data_dir)
     train = corpus[corpus.split == "train"]
@@ -104,4 +108,9 @@ def train_sentiment_baseline(options: TrainOptions, out_root: Path, log: Log = p
     out = model.save(out_root / version, meta=meta)
     write_model_card(out, meta, top_features={lab: model.top_features(lab, 15) for lab in model.labels})
     log(f"saved {version} to {out} in {time.time() - t0:.0f}s")
-    return TrainResult(out, version, meta["metrics"], time.time() - t0)
+    compared = None
+    if compare_with is not None:
+        other = load_sentiment_model(compare_with)
+        compared = dev_score(evaluate_predictions(
+            dev, other.predict_proba(dev["norm"].tolist(), dev["tokens"].tolist()), other.labels))
+    return TrainResult(out, version, meta["metrics"], time.time() - t0, compared)

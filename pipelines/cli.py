@@ -15,6 +15,7 @@ print one line naming the culprit and exit with status 1.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -61,9 +62,7 @@ def _run(fn: Callable[[], Any]) -> Any:
 def _settings(home: Path | None, db: Path | None, taxonomy: Path | None = None) -> Settings:
     settings = Settings.resolve(home, db, taxonomy)
     prepare_prefect_env(settings)
-    if taxonomy:
-        import os
-
+    if taxonomy:  # flows resolve their settings again: the environment carries the choice to them
         os.environ["CXLOOP_TAXONOMY"] = str(settings.taxonomy_path)
         _run(settings.load_taxonomy)  # a broken taxonomy fails before anything runs
     return settings

@@ -13,6 +13,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nlp import Taxonomy, default_taxonomy, load_taxonomy
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -46,10 +48,8 @@ class Settings:
             kwargs["home"] = Path(home)
         return cls(db_path=Path(db) if db else None, taxonomy_path=Path(taxonomy) if taxonomy else None, **kwargs)
 
-    def load_taxonomy(self):
+    def load_taxonomy(self) -> Taxonomy:
         """The taxonomy in use: ``--taxonomy``/``CXLOOP_TAXONOMY`` or the shipped default."""
-        from nlp import default_taxonomy, load_taxonomy
-
         return load_taxonomy(self.taxonomy_path) if self.taxonomy_path else default_taxonomy()
 
     @property

@@ -94,10 +94,3 @@ def enrich_flow(db: str | None = None, home: str | None = None, model: str | Non
         run.counts = enrich_pending(str(settings.db_path), str(settings.home), model, run.run_id)
     logger().info("enrich: %(scored)d rows scored with %(model_version)s", run.counts)
     return run.counts
-
-
-def current_model_version(settings: Settings, model: str | None = None) -> str:
-    from models.registry import model_version_of, resolve_model
-
-    return model_version_of(resolve_model(model, settings.models_dir))
-

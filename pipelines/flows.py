@@ -13,14 +13,10 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow
 
-from models.baseline import BaselineSentiment
-from models.data import load_sentiment_corpus
-from models.evaluate import dev_score, evaluate_predictions
-from models.registry import SHIPPED, SHIPPED_DIR, load_sentiment_model, promote, resolve_model
+from models.registry import SHIPPED, SHIPPED_DIR, promote, resolve_model
 from models.train import TrainOptions, train_sentiment_baseline
-from nlp import default_segmenter, normalize_text
 from pipelines.config import Settings
 from pipelines.enrich import enrich_flow
 from pipelines.ingest import ingest_flow
@@ -45,17 +41,6 @@ def cx_loop_flow(paths: list[str] | None = None, db: str | None = None, home: st
     return {"ingest": ingested, "enrich": enriched, "pain_points": ranked}
 
 
-@task(name="score-on-dev")
-def score_on_dev(model_dir: str, data_dir: str | None) -> float:
-    """The dev score of any sentiment model (used to decide promotion)."""
-    corpus = load_sentiment_corpus(data_dir)
-    dev = corpus[corpus.split == "dev"]
-    texts = [normalize_text(t) for t in dev["text"]]
-    model: BaselineSentiment = load_sentiment_model(model_dir)
-    proba = model.predict_proba(texts, default_segmenter().cut_many(texts))
-    return dev_score(evaluate_predictions(dev, proba, model.labels))
-
-
 @flow(name="train")
 def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: str | None = None,
                max_rows: int | None = None, db: str | None = None, home: str | None = None,
@@ -68,10 +53,10 @@ def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: s
     wh = Warehouse(settings.db_path)
     log = logger()
     with recorded_run(wh, "train", {"task": task_name, "kind": kind, "max_rows": max_rows}) as run:
-        result = train_sentiment_baseline(TrainOptions(data_dir=data_dir, max_rows=max_rows),
-                                          settings.models_dir, log=log.info)
         current_dir = resolve_model(None, settings.models_dir)
-        current_score = score_on_dev(str(current_dir), data_dir)
+        result = train_sentiment_baseline(TrainOptions(data_dir=data_dir, max_rows=max_rows),
+                                          settings.models_dir, log=log.info, compare_with=current_dir)
+        current_score = result.compared_dev_score
         new_score = result.metrics["dev_score"]
         better = new_score > current_score
         log.info("dev score: new %.4f vs current %.4f (%s) → %s", new_score, current_score, current_dir.name,

@@ -21,6 +21,7 @@ from datetime import datetime
 import pyarrow as pa
 from prefect import flow, task
 
+from models.registry import current_version
 from pipelines.config import Settings
 from pipelines.runs import logger, recorded_run
 from pipelines.warehouse import Warehouse
@@ -137,11 +138,9 @@ def rank_pain_points(db: str, model_version: str, run_id: str, top_n: int) -> di
 def pain_points_flow(db: str | None = None, home: str | None = None, model: str | None = None,
                      top_n: int = 10) -> dict:
     """Aggregate pain points per week × topic × channel and feed the backlog."""
-    from pipelines.enrich import current_model_version
-
     settings = Settings.resolve(home, db)
     wh = Warehouse(settings.db_path)
-    version = current_model_version(settings, model)
+    version = current_version(settings.models_dir, model)
     with recorded_run(wh, "pain_points", {"model_version": version, "top_n": top_n}) as run:
         run.counts = rank_pain_points(str(settings.db_path), version, run.run_id, top_n)
     logger().info("pain points: %(pain_points)d rows; latest week %(latest_period)s; %(backlog_upserted)d "

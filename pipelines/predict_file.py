@@ -57,9 +57,12 @@ def predict_file(input_path: Path, output_path: Path, settings: Settings, model:
 
 
 def _cell(value: object) -> object:
+    """Keep numbers and booleans, JSON-encode nested values, stringify the rest (dates, ids)."""
+    if value is None or isinstance(value, int | float | bool):
+        return value
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False, default=str)
-    return None if value is None else str(value) if not isinstance(value, int | float | bool) else value
+    return str(value)
 
 
 def _write(table: pa.Table, path: Path) -> None:

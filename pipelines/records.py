@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 
 from nlp import dedup_key, normalize_text, redact
-from pipelines.sources import RawRow, SourceError, SourceFile, has_undecodable
+from pipelines.sources import RawRow, SourceError, SourceFile, has_undecodable, mark_undecodable
 
 MAX_TEXT_CHARS = 20_000
 MAX_PAYLOAD_CHARS = 4_000
@@ -187,8 +187,7 @@ def pseudonymise(customer_id: str, salt: bytes) -> str:
 def safe_payload(row: RawRow) -> str:
     """The original record for the quarantine: undecodable bytes shown as U+FFFD, PII redacted."""
     raw = row.raw if row.raw is not None else json.dumps(row.fields, ensure_ascii=False, default=str)
-    raw = "".join("\ufffd" if "\udc80" <= ch <= "\udcff" else ch for ch in raw)
-    text = redact(normalize_text(raw)).text
+    text = redact(normalize_text(mark_undecodable(raw))).text
     return text if len(text) <= MAX_PAYLOAD_CHARS else text[:MAX_PAYLOAD_CHARS] + f"…[{len(text)} chars]"
 
 
@@ -207,7 +206,8 @@ def prepare_file(src: SourceFile, source: str, columns: ColumnMap, *, run_id: st
     reasons: dict[str, int] = {}
 
     def quarantine(row: RawRow, reason: str) -> None:
-        reasons[reason.split(":")[0]] = reasons.get(reason.split(":")[0], 0) + 1
+        kind = reason.split(":")[0]
+        reasons[kind] = reasons.get(kind, 0) + 1
         q_rows.append({"quarantine_id": _hash("q", source, row.locator, reason), "source": source,
                        "locator": row.locator, "reason": reason, "payload": safe_payload(row),
                        "run_id": run_id, "quarantined_at": now})

@@ -10,22 +10,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
+
 from pipelines.warehouse import Warehouse
 
 
 def logger() -> logging.Logger | logging.LoggerAdapter:
     """Prefect's run logger inside a flow or task run, the ``cxloop`` logger elsewhere."""
     try:
-        from prefect import get_run_logger
-        from prefect.exceptions import MissingContextError
-
-        try:
-            return get_run_logger()
-        except MissingContextError:
-            pass
-    except ImportError:  # pragma: no cover - prefect is a dependency
-        pass
-    return logging.getLogger("cxloop")
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("cxloop")
 
 
 def _prefect_run_id() -> str | None:

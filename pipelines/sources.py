@@ -14,8 +14,9 @@ import csv
 import hashlib
 import io
 import json
+import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,9 +115,21 @@ def detect_encoding(data: bytes) -> str:
     return "utf-8" if score["utf-8"] >= score["gb18030"] else "gb18030"
 
 
+_UNDECODABLE_RE = re.compile("[\udc80-\udcff]")  # bytes kept by errors="surrogateescape"
+
+
 def has_undecodable(value: object) -> bool:
     """True if a decoded string carries bytes that did not decode (surrogate escapes)."""
-    return isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value)
+    return isinstance(value, str) and not value.isascii() and _UNDECODABLE_RE.search(value) is not None
+
+
+def mark_undecodable(text: str) -> str:
+    """``text`` with every byte that did not decode shown as U+FFFD."""
+    return _UNDECODABLE_RE.sub("\ufffd", text)
+
+
+def _header(record: list[str]) -> list[str]:
+    return [c.strip().lstrip("\ufeff") for c in record]
 
 
 def _decode(path: Path, data: bytes) -> tuple[str, str]:
@@ -174,7 +187,7 @@ def _read_csv(path: Path, sha: str, size: int, delimiter: str) -> SourceFile:
         if header is None:
             if not any(c.strip() for c in record):
                 continue
-            header = [c.strip().lstrip("\ufeff") for c in record]
+            header = _header(record)
             src.columns = header
             continue
         if not any(c.strip() for c in record):
@@ -217,25 +230,34 @@ def _read_parquet(path: Path, sha: str, size: int) -> SourceFile:
     return src
 
 
-def _read_excel(path: Path, sha: str, size: int) -> SourceFile:
+def _excel_rows(path: Path) -> Iterator[tuple[int, list[str] | None, tuple]]:
+    """(sheet row number, header, values) for every non-empty row after the header of the first
+    sheet; the header itself comes first with empty values."""
     import openpyxl
 
     wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
     try:
-        ws = wb.worksheets[0]
-        src = SourceFile(path, sha, size, None, [])
         header: list[str] | None = None
-        for i, values in enumerate(ws.iter_rows(values_only=True), start=1):
+        for i, values in enumerate(wb.worksheets[0].iter_rows(values_only=True), start=1):
             if all(v is None or (isinstance(v, str) and not v.strip()) for v in values):
                 continue
             if header is None:
                 header = [str(v).strip() if v is not None else f"column_{j + 1}" for j, v in enumerate(values)]
-                src.columns = header
+                yield i, header, ()
                 continue
-            src.rows.append(RawRow(f"{path.name}:row {i}", dict(zip(header, values, strict=False)), None, None))
-        return src
+            yield i, header, values
     finally:
         wb.close()
+
+
+def _read_excel(path: Path, sha: str, size: int) -> SourceFile:
+    src = SourceFile(path, sha, size, None, [])
+    for i, header, values in _excel_rows(path):
+        if not values:
+            src.columns = header or []
+            continue
+        src.rows.append(RawRow(f"{path.name}:row {i}", dict(zip(header or [], values, strict=False)), None, None))
+    return src
 
 
 def iter_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -258,7 +280,7 @@ def peek_columns(path: str | Path, sample_lines: int = 1000) -> list[str]:
             text, _ = _decode(p, head.rsplit(b"\n", 1)[0] if b"\n" in head else head)
             for record in csv.reader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ","):
                 if any(c.strip() for c in record):
-                    return [c.strip().lstrip("\ufeff") for c in record]
+                    return _header(record)
             return []
         if suffix in JSONL_SUFFIXES:
             cols: dict[str, None] = {}
@@ -276,7 +298,7 @@ def peek_columns(path: str | Path, sample_lines: int = 1000) -> list[str]:
         if suffix in PARQUET_SUFFIXES:
             return pq.read_schema(p).names
         if suffix in EXCEL_SUFFIXES:
-            return read_file(p).columns
+            return next((header or [] for _, header, _ in _excel_rows(p)), [])
     except SourceError:
         raise
     except Exception as e:  # noqa: BLE001 - a damaged file: name it

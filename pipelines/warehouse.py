@@ -151,10 +151,8 @@ class Warehouse:
             raise ValueError(f"bad table name {table!r}")
         cols = ", ".join(f'"{c}"' for c in data.column_names)
         verb = "INSERT OR IGNORE" if on_conflict == "ignore" else "INSERT"
-        before = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         con.register("_cx_batch", data)
-        try:
-            con.execute(f"{verb} INTO {table} ({cols}) SELECT {cols} FROM _cx_batch")
+        try:  # DuckDB answers an INSERT with the number of rows it inserted
+            return con.execute(f"{verb} INTO {table} ({cols}) SELECT {cols} FROM _cx_batch").fetchone()[0]
         finally:
             con.unregister("_cx_batch")
-        return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] - before
