@@ -1,148 +1,226 @@
-"""The ``pain_points`` flow: aggregate feedback per week × topic × channel, rank, and upsert the
-top pain points of the latest week into the improvement ``backlog``.
+"""The ``pain_points`` flow: aggregate → rank → detect spikes → alerts → upsert the backlog.
 
-Priority (shown with its factors in ``v_pain_points``)::
+Pain points form a cube: period (day, week, month) × topic × channel × product, with ``'*'``
+roll-ups over channels and products; ``v_pain_points`` is its weekly topic × channel slice,
+``v_topic_trend`` the whole cube, ``v_journey_stages`` the roll-up per journey stage × touchpoint.
 
-    growth   = clip((neg_count − prev_neg_count) / max(prev_neg_count, 1), 0, 2)
-    priority = neg_count × neg_rate × (1 + growth / 2)
+Priority (each factor is a column, so a lead sees why an item ranks where it does)::
 
-so a pain point ranks high when many customers are unhappy about it (reach: the negative
-mentions), when most who mention the topic are unhappy (negativity), and when it is getting
-worse (growth: up to ×2 for a tripling).
+    reach             = neg_count                          negative mentions
+    neg_rate_smoothed = (neg_count + m·p0) / (volume + m)  negativity, shrunk towards p0
+    trend             = clip((neg_count − trailing_neg_avg) / (trailing_neg_avg + 3), −1, 2)
+    growth_factor     = 1 + max(trend, 0) / 2              up to ×2 when getting worse
+    urgency_factor    = 1 + urgent_count / max(neg_count, 1)  up to ×2 when all of it is urgent
+    priority          = reach × neg_rate_smoothed × growth_factor × urgency_factor
+
+Smoothing: a raw rate treats 3 negative out of 3 mentions as certain (100 %) and a raw growth
+treats 0 → 3 as a tripling, so tiny cells used to outrank big steady ones. The rate is therefore
+the posterior mean of a Beta prior worth ``m = PRIOR_MENTIONS`` mentions centred on ``p0``, the
+overall share of negative topic mentions (Bayesian shrinkage: 3/3 becomes ≈ 0.6 with p0 ≈ 0.5,
+while 40/50 barely moves), and the trend against the trailing average (7 days, 4 weeks or
+3 months) adds 3 pseudo-mentions to its denominator, so 0 → 3 counts as +1, not +3.
+
 Pain points are derived data: each run recomputes them in one transaction. The backlog is not:
 a re-run updates an item's evidence and priority but never its status, owner or title.
 """
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 
-import pyarrow as pa
 from prefect import flow, task
 
 from models.registry import current_version
-from pipelines.config import Settings
+from pipelines import alerts as alerts_mod
+from pipelines import backlog
+from pipelines.backlog import CHANNEL_NAMES, backlog_item_id  # noqa: F401 - re-exported (report, notebooks)
+from pipelines.config import LoopConfig, Settings
 from pipelines.runs import logger, recorded_run
+from pipelines.urgency import URGENT_PATTERN
 from pipelines.warehouse import Warehouse
 
-CHANNEL_NAMES = {"app_review": "应用商店评论", "hotline": "客服热线", "online_chat": "在线客服", "survey": "问卷调研",
-                 "social": "社交媒体", "email": "邮件投诉", "store": "门店", "unknown": "未知渠道"}
+PRIOR_MENTIONS = 10  # m: weight of the prior in the smoothed negative rate, in mentions
+TREND_PSEUDO = 3     # pseudo-mentions added to the trailing average in the trend
 
 PAIN_POINTS_SQL = """
 WITH base AS MATERIALIZED (
-    SELECT f.feedback_id, CAST(date_trunc('week', f.created_at) AS DATE) AS period_start, f.channel, f.text,
-           f.text_key, n.sentiment, n.sentiment_score, n.keywords, unnest(n.topics) AS topic
+    SELECT f.feedback_id, f.created_at, f.channel, coalesce(nullif(trim(f.product), ''), 'unknown') AS product,
+           f.customer_key, f.text, f.text_key, f.pii_found IS NOT NULL AS has_pii,
+           n.sentiment, n.sentiment_score, n.keywords, unnest(n.topics) AS topic,
+           n.sentiment = 'neg' AND regexp_matches(f.text, $urgent) AS urgent
     FROM feedback f JOIN feedback_nlp n USING (feedback_id)
     WHERE n.model_version = $model_version
 ),
-agg AS (
-    SELECT period_start, topic, channel, count(*) AS volume,
-           count(*) FILTER (WHERE sentiment = 'neg') AS neg_count
-    FROM base GROUP BY ALL
+p AS MATERIALIZED (
+    SELECT 'day' AS period, CAST(created_at AS DATE) AS period_start, * FROM base
+    UNION ALL SELECT 'week', CAST(date_trunc('week', created_at) AS DATE), * FROM base
+    UNION ALL SELECT 'month', CAST(date_trunc('month', created_at) AS DATE), * FROM base
+),
+agg AS MATERIALIZED (
+    SELECT period, period_start, topic,
+           CASE WHEN grouping(channel) = 1 THEN '*' ELSE channel END AS channel,
+           CASE WHEN grouping(product) = 1 THEN '*' ELSE product END AS product,
+           count(*) AS volume, count(*) FILTER (WHERE sentiment = 'neg') AS neg_count,
+           count(*) FILTER (WHERE sentiment = 'pos') AS pos_count, count(*) FILTER (WHERE urgent) AS urgent_count,
+           count(DISTINCT customer_key) AS customers
+    FROM p
+    GROUP BY GROUPING SETS ((period, period_start, topic, channel, product), (period, period_start, topic, channel),
+                            (period, period_start, topic, product), (period, period_start, topic))
+),
+prior AS (SELECT coalesce(avg(CAST(sentiment = 'neg' AS DOUBLE)), 0.5) AS p0 FROM base),
+firsts AS (SELECT period, min(period_start) AS first_start FROM agg GROUP BY period),
+steps AS (
+    SELECT a.*,
+           CASE a.period WHEN 'day' THEN INTERVAL 1 DAY WHEN 'week' THEN INTERVAL 7 DAY ELSE INTERVAL 1 MONTH END
+               AS step,
+           CASE a.period WHEN 'day' THEN 7 WHEN 'week' THEN 4 ELSE 3 END AS k,
+           CASE a.period WHEN 'day' THEN date_diff('day', f.first_start, a.period_start)
+                         WHEN 'week' THEN date_diff('week', f.first_start, a.period_start)
+                         ELSE date_diff('month', f.first_start, a.period_start) END AS periods_before
+    FROM agg a JOIN firsts f USING (period)
+),
+trail AS (
+    SELECT s.period, s.period_start, s.topic, s.channel, s.product, coalesce(sum(h.neg_count), 0) AS trail_sum
+    FROM steps s LEFT JOIN agg h
+      ON h.period = s.period AND h.topic = s.topic AND h.channel = s.channel AND h.product = s.product
+     AND h.period_start < s.period_start AND h.period_start >= s.period_start - s.k * s.step
+    GROUP BY ALL
 ),
 ranked AS (
-    SELECT a.*, a.neg_count / a.volume AS neg_rate,
-           coalesce(p.neg_count, 0) AS prev_neg_count,
-           p.neg_count / p.volume AS prev_neg_rate,
-           least(greatest((a.neg_count - coalesce(p.neg_count, 0)) / greatest(coalesce(p.neg_count, 0), 1), 0), 2)
-               AS growth
-    FROM agg a LEFT JOIN agg p
-      ON p.topic = a.topic AND p.channel = a.channel AND p.period_start = a.period_start - INTERVAL 7 DAY
+    SELECT s.*, s.neg_count / s.volume AS neg_rate, (s.pos_count - s.neg_count) / s.volume AS net_sentiment,
+           coalesce(pv.neg_count, 0) AS prev_neg_count, pv.neg_count / pv.volume AS prev_neg_rate,
+           least(greatest((s.neg_count - coalesce(pv.neg_count, 0)) / greatest(coalesce(pv.neg_count, 0), 1), 0), 2)
+               AS growth,
+           CASE WHEN least(s.k, s.periods_before) > 0 THEN t.trail_sum / least(s.k, s.periods_before) ELSE 0 END
+               AS trailing_neg_avg,
+           (s.neg_count + $m * prior.p0) / (s.volume + $m) AS neg_rate_smoothed
+    FROM steps s
+    JOIN trail t USING (period, period_start, topic, channel, product)
+    CROSS JOIN prior
+    LEFT JOIN agg pv ON pv.period = s.period AND pv.topic = s.topic AND pv.channel = s.channel
+                    AND pv.product = s.product AND pv.period_start = CAST(s.period_start - s.step AS DATE)
+),
+factored AS (
+    SELECT *,
+           CASE WHEN periods_before > 0
+                THEN least(greatest((neg_count - trailing_neg_avg) / (trailing_neg_avg + $pseudo), -1), 2)
+                ELSE 0 END AS trend,
+           1 + least(urgent_count, neg_count) / greatest(neg_count, 1) AS urgency_factor
+    FROM ranked
+),
+kwc AS (
+    SELECT period, period_start, topic,
+           CASE WHEN grouping(channel) = 1 THEN '*' ELSE channel END AS channel,
+           CASE WHEN grouping(product) = 1 THEN '*' ELSE product END AS product, k, count(*) AS c
+    FROM (SELECT period, period_start, topic, channel, product, unnest(keywords) AS k FROM p WHERE sentiment = 'neg')
+    GROUP BY GROUPING SETS ((period, period_start, topic, channel, product, k),
+                            (period, period_start, topic, channel, k),
+                            (period, period_start, topic, product, k), (period, period_start, topic, k))
 ),
 kw AS (
-    SELECT period_start, topic, channel, list(k ORDER BY c DESC, k)[1:8] AS keywords
-    FROM (SELECT period_start, topic, channel, k, count(*) AS c
-          FROM (SELECT period_start, topic, channel, unnest(keywords) AS k FROM base WHERE sentiment = 'neg')
-          GROUP BY ALL)
-    GROUP BY ALL
+    SELECT period, period_start, topic, channel, product, list(k ORDER BY c DESC, k)[1:8] AS keywords
+    FROM kwc GROUP BY ALL
+),
+cand AS (
+    SELECT a.period, a.period_start, a.topic, a.channel, a.product, r.text, r.text_key, r.feedback_id,
+           r.sentiment_score, r.has_pii,
+           len(list_intersect(r.keywords, coalesce(kw.keywords, []))) AS typical,
+           coalesce(list_filter(coalesce(kw.keywords, []), x -> list_contains(r.keywords, x))[1], '') AS lead
+    FROM agg a
+    LEFT JOIN kw USING (period, period_start, topic, channel, product)
+    JOIN p r ON r.sentiment = 'neg' AND r.period = a.period AND r.period_start = a.period_start AND r.topic = a.topic
+            AND (a.channel = '*' OR a.channel = r.channel) AND (a.product = '*' OR a.product = r.product)
+    WHERE a.neg_count > 0
+),
+distinct_texts AS (
+    SELECT DISTINCT ON (period, period_start, topic, channel, product, text_key) *
+    FROM cand
+    ORDER BY period, period_start, topic, channel, product, text_key, has_pii, typical DESC, feedback_id
 ),
 quotes AS (
-    SELECT period_start, topic, channel,
-           list(text ORDER BY (length(text) BETWEEN 12 AND 160) DESC, sentiment_score, feedback_id)[1:3] AS quotes
-    FROM (SELECT DISTINCT ON (period_start, topic, channel, text_key) *
-          FROM base WHERE sentiment = 'neg' ORDER BY period_start, topic, channel, text_key, feedback_id)
+    -- diverse: the best quote of each leading keyword comes before any second one;
+    -- typical: more of the cell's top keywords first; PII-free: redacted texts last
+    SELECT period, period_start, topic, channel, product,
+           list(text ORDER BY nth, has_pii, typical DESC, (length(text) BETWEEN 12 AND 160) DESC, sentiment_score,
+                feedback_id)[1:3] AS quotes
+    FROM (SELECT *, row_number() OVER (PARTITION BY period, period_start, topic, channel, product, lead
+                                       ORDER BY has_pii, typical DESC, (length(text) BETWEEN 12 AND 160) DESC,
+                                                sentiment_score, feedback_id) AS nth
+          FROM distinct_texts)
     GROUP BY ALL
 )
-SELECT 'week' AS period, r.period_start, r.topic, r.channel, r.volume, r.neg_count, r.neg_rate,
-       r.prev_neg_count, r.prev_neg_rate, r.growth,
-       round(r.neg_count * r.neg_rate * (1 + r.growth / 2), 2) AS priority,
+SELECT f.period, f.period_start, f.topic, f.channel, f.product, f.volume, f.neg_count, f.pos_count, f.neg_rate,
+       f.net_sentiment, f.prev_neg_count, f.prev_neg_rate, f.growth, f.trailing_neg_avg, f.trend, f.urgent_count,
+       f.customers, f.neg_rate_smoothed, 1 + greatest(f.trend, 0) / 2 AS growth_factor, f.urgency_factor,
+       round(f.neg_count * f.neg_rate_smoothed * (1 + greatest(f.trend, 0) / 2) * f.urgency_factor, 2) AS priority,
        coalesce(kw.keywords, []) AS keywords, coalesce(quotes.quotes, []) AS quotes
-FROM ranked r
-LEFT JOIN kw USING (period_start, topic, channel)
-LEFT JOIN quotes USING (period_start, topic, channel)
+FROM factored f
+LEFT JOIN kw USING (period, period_start, topic, channel, product)
+LEFT JOIN quotes USING (period, period_start, topic, channel, product)
 """
 
-BACKLOG_UPSERT_SQL = """
-INSERT INTO backlog (item_id, topic, channel, title, owner_team, status, priority, neg_count, neg_rate,
-                     first_seen_period, last_seen_period, keywords, quotes, created_at, updated_at, run_id)
-SELECT item_id, topic, channel, title, owner_team, 'new', priority, neg_count, neg_rate,
-       period_start, period_start, keywords, quotes, $now, $now, $run_id
-FROM _cx_candidates
-ON CONFLICT (item_id) DO UPDATE SET
-    priority = excluded.priority, neg_count = excluded.neg_count, neg_rate = excluded.neg_rate,
-    last_seen_period = greatest(backlog.last_seen_period, excluded.last_seen_period),
-    keywords = excluded.keywords, quotes = excluded.quotes, updated_at = excluded.updated_at,
-    run_id = excluded.run_id
+TOP_SQL = """
+SELECT p.topic, p.channel, p.priority, p.neg_count, p.neg_rate, p.period_start, p.keywords, p.quotes,
+       t.name AS topic_name, t.team AS owner_team
+FROM pain_points p LEFT JOIN topics t USING (topic)
+WHERE p.period = 'week' AND p.product = '*' AND p.channel <> '*' AND p.period_start = ? AND p.neg_count >= ?
+ORDER BY p.priority DESC, p.topic, p.channel LIMIT ?
 """
-
-
-def backlog_item_id(topic: str, channel: str) -> str:
-    """One backlog item per topic × channel; the id is stable across runs."""
-    return "BL-" + hashlib.sha1(f"{topic}\x1f{channel}".encode()).hexdigest()[:8]
 
 
 def compute_pain_points(wh: Warehouse, model_version: str, run_id: str, top_n: int = 10,
                         min_negative: int = 3) -> dict:
     """Recompute ``pain_points`` and upsert the latest week's top ones into ``backlog``."""
     now = datetime.now()
-    topics: dict[str, tuple[str, str]] = {}
     with wh.transaction() as con:
-        for key, name, team in con.execute("SELECT topic, name, team FROM topics").fetchall():
-            topics[key] = (name, team)
-        con.execute("DELETE FROM pain_points WHERE period = 'week'")
-        con.execute(f"""INSERT INTO pain_points
+        con.execute("DELETE FROM pain_points")
+        con.execute(f"""INSERT INTO pain_points BY NAME
                         SELECT *, $model_version AS model_version, $run_id AS run_id, $now AS computed_at
                         FROM ({PAIN_POINTS_SQL})""",
-                    {"model_version": model_version, "run_id": run_id, "now": now})
-        n_points = con.execute("SELECT count(*) FROM pain_points WHERE period = 'week'").fetchone()[0]
+                    {"model_version": model_version, "run_id": run_id, "now": now, "urgent": URGENT_PATTERN,
+                     "m": PRIOR_MENTIONS, "pseudo": TREND_PSEUDO})
+        n_points = con.execute("SELECT count(*) FROM pain_points").fetchone()[0]
         latest = con.execute("SELECT max(period_start) FROM pain_points WHERE period = 'week'").fetchone()[0]
-        top = con.execute("""SELECT topic, channel, priority, neg_count, neg_rate, period_start, keywords, quotes
-                             FROM pain_points WHERE period = 'week' AND period_start = ? AND neg_count >= ?
-                             ORDER BY priority DESC, topic, channel LIMIT ?""",
-                          [latest, min_negative, top_n]).to_arrow_table()
-        if top.num_rows:
-            t_keys = top.column("topic").to_pylist()
-            c_keys = top.column("channel").to_pylist()
-            candidates = top.append_column("item_id", pa.array(
-                [backlog_item_id(t, c) for t, c in zip(t_keys, c_keys, strict=True)]))
-            candidates = candidates.append_column("title", pa.array(
-                [f"{topics.get(t, (t, ''))[0]} · {CHANNEL_NAMES.get(c, c)}" for t, c in zip(t_keys, c_keys,
-                                                                                          strict=True)]))
-            candidates = candidates.append_column("owner_team", pa.array(
-                [topics.get(t, ("", None))[1] for t in t_keys], pa.string()))
-            con.register("_cx_candidates", candidates)
-            con.execute(BACKLOG_UPSERT_SQL, {"now": now, "run_id": run_id})
-            con.unregister("_cx_candidates")
+        top = con.execute(TOP_SQL, [latest, min_negative, top_n]).to_arrow_table()
+        n_new = backlog.upsert_candidates(con, top, now, run_id)
         n_backlog = con.execute("SELECT count(*) FROM backlog").fetchone()[0]
     return {"pain_points": n_points, "latest_period": str(latest) if latest else None,
-            "backlog_upserted": top.num_rows, "backlog_items": n_backlog}
+            "backlog_upserted": top.num_rows, "backlog_new": n_new, "backlog_items": n_backlog}
 
 
 @task(name="rank-pain-points")
 def rank_pain_points(db: str, model_version: str, run_id: str, top_n: int) -> dict:
+    """Aggregate the cube, rank it and refresh the backlog from the latest week's top pain points."""
     return compute_pain_points(Warehouse(db), model_version, run_id, top_n=top_n)
+
+
+@task(name="detect-spikes")
+def detect_spikes(db: str, run_id: str, config: LoopConfig) -> list[dict]:
+    """Test the latest weeks against their own history; store new alerts (deduplicated)."""
+    return alerts_mod.raise_alerts(Warehouse(db), run_id, config)
+
+
+@task(name="deliver-alerts")
+def deliver_alerts(db: str, config: LoopConfig) -> dict:
+    """Log every undelivered alert and POST it to the webhook, if one is configured."""
+    return alerts_mod.deliver_pending(Warehouse(db), config, log=logger())
 
 
 @flow(name="pain_points")
 def pain_points_flow(db: str | None = None, home: str | None = None, model: str | None = None,
                      top_n: int = 10) -> dict:
-    """Aggregate pain points per week × topic × channel and feed the backlog."""
+    """Aggregate pain points, rank them, raise alerts on spikes and feed the backlog."""
     settings = Settings.resolve(home, db)
+    config = LoopConfig.from_env()
     wh = Warehouse(settings.db_path)
     version = current_version(settings.models_dir, model)
-    with recorded_run(wh, "pain_points", {"model_version": version, "top_n": top_n}) as run:
-        run.counts = rank_pain_points(str(settings.db_path), version, run.run_id, top_n)
-    logger().info("pain points: %(pain_points)d rows; latest week %(latest_period)s; %(backlog_upserted)d "
-                  "backlog items updated (%(backlog_items)d in all)", run.counts)
+    log = logger()
+    with recorded_run(wh, "pain_points", {"model_version": version, "top_n": top_n,
+                                          "webhook": bool(config.webhook_url)}) as run:
+        counts = rank_pain_points(str(settings.db_path), version, run.run_id, top_n)
+        log.info("pain points: %(pain_points)d rows; latest week %(latest_period)s; %(backlog_upserted)d "
+                 "backlog items updated, %(backlog_new)d new (%(backlog_items)d in all)", counts)
+        new_alerts = detect_spikes(str(settings.db_path), run.run_id, config)
+        delivery = deliver_alerts(str(settings.db_path), config)
+        run.counts = {**counts, "alerts_new": len(new_alerts), **delivery}
     return run.counts

@@ -40,7 +40,7 @@ def test_main_job_stores_scores_ranks_and_fills_the_backlog(first_run: tuple[Pat
     top = wh.query("SELECT topic, channel FROM v_pain_points WHERE period_start = DATE '2026-10-26' "
                    "ORDER BY priority DESC LIMIT 3").to_pylist()
     assert any(r["topic"] == "digital_experience" for r in top)  # the App 8.2 spike leads
-    assert wh.scalar("SELECT count(*) FROM runs WHERE status = 'completed'") == 3
+    assert wh.scalar("SELECT count(*) FROM runs WHERE status = 'completed'") == 4  # ingest, enrich, pain_points, verify
 
 
 def test_the_gbk_file_reads_as_chinese(first_run: tuple[Path, dict]) -> None:

@@ -1,0 +1,154 @@
+"""Pain point ranking, the backlog lifecycle and verification after a fix, on constructed data in a
+real DuckDB file; the backlog commands as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from test_loop_support import MODEL, START, rows_for, write
+
+from pipelines import backlog
+from pipelines.config import LoopConfig
+from pipelines.painpoints import compute_pain_points
+from pipelines.verify import verify_items
+
+
+def test_smoothing_ranks_a_big_steady_pain_above_a_tiny_new_one(tmp_path: Path) -> None:
+    rows = []
+    for week in range(5):
+        rows += rows_for("wait_time", week, neg=10, other=15, channel="hotline")  # 10/25 every week
+        rows += rows_for("filler", week, neg=0, other=10)
+    rows += rows_for("digital_experience", 4, neg=3, channel="social")  # 3/3, new this week
+    wh = write(tmp_path / "cx.duckdb", rows)
+    compute_pain_points(wh, MODEL, "run-1")
+    top = wh.query("SELECT topic, neg_count, volume, neg_rate_smoothed, growth_factor, urgency_factor, trend, "
+                   "priority, growth FROM v_pain_points WHERE period_start = ? ORDER BY priority DESC",
+                   [START + timedelta(weeks=4)]).to_pylist()
+    assert [r["topic"] for r in top[:2]] == ["wait_time", "digital_experience"]
+    tiny = top[1]
+    assert tiny["growth"] == 2  # the raw factors that used to rank it first (3 × 100 % × 2 = 6 > 10 × 40 % = 4)
+    assert tiny["neg_rate_smoothed"] < 0.7 and tiny["trend"] == pytest.approx(1.0)
+    for r in top:
+        assert r["priority"] == pytest.approx(r["neg_count"] * r["neg_rate_smoothed"] * r["growth_factor"]
+                                              * r["urgency_factor"], abs=0.01)
+
+
+def test_cube_rollups_journey_stages_and_nps_drivers(tmp_path: Path) -> None:
+    rows = (rows_for("logistics", 0, neg=4, other=2, channel="app_review", nps=2)
+            + rows_for("logistics", 0, neg=2, other=0, channel="hotline", product="生鲜")
+            + rows_for("price_fees", 0, neg=0, other=6, channel="survey", nps=10)
+            + rows_for(["wait_time", "digital_experience"], 0, neg=3, channel="online_chat"))
+    wh = write(tmp_path / "cx.duckdb", rows)
+    compute_pain_points(wh, MODEL, "run-1")
+    cells = {(r["period"], r["channel"], r["product"]): r for r in wh.query(
+        "SELECT * FROM v_topic_trend WHERE topic = 'logistics'").to_pylist()}
+    assert cells[("week", "*", "*")]["volume"] == 8 and cells[("week", "*", "*")]["neg_count"] == 6
+    assert cells[("week", "hotline", "*")]["volume"] == 2 and cells[("month", "*", "生鲜")]["volume"] == 2
+    assert cells[("week", "*", "*")]["net_sentiment"] == pytest.approx((2 - 6) / 8)
+    assert wh.scalar("SELECT sum(volume) FROM v_topic_trend WHERE topic = 'logistics' AND period = 'day' "
+                     "AND channel = '*' AND product = '*'") == 8
+    usage = wh.query("SELECT volume, neg_count FROM v_journey_stages WHERE period = 'week' AND stage = 'usage' "
+                     "AND channel = '*'").to_pylist()
+    assert usage == [{"volume": 3, "neg_count": 3}]  # two usage topics in one feedback count once
+    drivers = {r["topic"]: r for r in wh.query("SELECT * FROM v_nps_drivers").to_pylist()}
+    assert drivers["logistics"]["nps"] == pytest.approx(-100.0) and drivers["price_fees"]["nps"] == 100.0
+    # without logistics' 4 negative detractors the survey NPS goes from (6-6)/12 to 6/8 promoters
+    assert drivers["logistics"]["overall_nps"] == pytest.approx(0.0)
+    assert drivers["logistics"]["nps_impact"] == pytest.approx(50.0)
+    assert drivers["price_fees"]["nps_impact"] == pytest.approx(0.0)
+
+
+def _weeks(topic: str, negs: list[int], first: int = 0) -> list[dict]:
+    return [r for i, n in enumerate(negs) for r in rows_for(topic, first + i, neg=n, channel="online_chat")]
+
+
+def _filler(weeks: range) -> list[dict]:
+    return [r for w in weeks for r in rows_for("filler", w, neg=0, other=20, channel="online_chat")]
+
+
+def test_a_human_decision_survives_a_rerun_and_every_change_is_history(tmp_path: Path) -> None:
+    wh = write(tmp_path / "cx.duckdb", _weeks("wait_time", [6, 6, 7]) + _filler(range(3)))
+    compute_pain_points(wh, MODEL, "run-1")
+    item = backlog.backlog_item_id("wait_time", "online_chat")
+    backlog.set_status(wh, item, "triaged", actor="alice", note="owner meeting")
+    backlog.assign(wh, item, "热线优化小组", due=date(2026, 3, 1), actor="alice")
+    backlog.add_note(wh, item, "接入排队回拨", actor="bob")
+    write(tmp_path / "cx.duckdb", _weeks("wait_time", [9], first=3) + _filler(range(3, 4)))
+    compute_pain_points(wh, MODEL, "run-2")
+    row = wh.query("SELECT * FROM v_backlog WHERE item_id = ?", [item]).to_pylist()[0]
+    assert (row["status"], row["owner_team"], row["due_date"]) == ("triaged", "热线优化小组", date(2026, 3, 1))
+    assert row["neg_count"] == 9 and row["last_seen_period"] == START + timedelta(weeks=3)  # evidence refreshed
+    hist = [(h["actor"], h["action"], h["old_value"], h["new_value"]) for h in backlog.history(wh, item)]
+    assert hist == [("cxloop", "created", None, "new"), ("alice", "status", "new", "triaged"),
+                    ("alice", "assign", "运营团队", "热线优化小组"), ("alice", "due", None, "2026-03-01"),
+                    ("bob", "note", None, None)]
+    with pytest.raises(backlog.BacklogError, match="cannot move .* from triaged to verified"):
+        backlog.set_status(wh, item, "verified")
+    with pytest.raises(backlog.BacklogError, match="no backlog item"):
+        backlog.set_status(wh, "BL-nope", "triaged")
+
+
+def test_verification_says_verified_reopened_or_waiting(tmp_path: Path) -> None:
+    rows = (_weeks("logistics", [12, 12, 12, 12, 3, 3, 3, 3])        # fixed at week 4
+            + _weeks("wait_time", [6, 6, 6, 6, 6, 6, 6, 6])          # "fixed" at week 4, flat
+            + _weeks("price_fees", [5, 5, 5, 5, 5, 5, 5, 1])         # fixed at week 7: one week of data after
+            + _filler(range(8)))
+    wh = write(tmp_path / "cx.duckdb", rows)
+    compute_pain_points(wh, MODEL, "run-1")
+    fix = datetime.combine(START + timedelta(weeks=4), datetime.min.time())
+    late = datetime.combine(START + timedelta(weeks=7), datetime.min.time())
+    with wh.transaction() as con:
+        ids = {t: backlog.ensure_item(con, t, "*", "run-1", datetime.now()) for t in ("logistics", "wait_time",
+                                                                                      "price_fees")}
+        for topic, when in (("logistics", fix), ("wait_time", fix), ("price_fees", late)):
+            backlog.change_status(con, ids[topic], "resolved", "alice", at=when)
+    config = LoopConfig()
+    assert verify_items(wh, config, "run-2") == {"checked": 3, "verified": 1, "reopened": 1, "waiting": 1,
+                                                 "still_verified": 0}
+    status = {r["topic"]: r for r in wh.query("SELECT * FROM v_backlog WHERE channel = '*'").to_pylist()}
+    assert status["logistics"]["status"] == "verified" and status["logistics"]["p_value"] < 0.05
+    assert status["logistics"]["baseline_rate"] > 2 * status["logistics"]["after_rate"]
+    assert status["wait_time"]["status"] == "reopened" and "persists" in status["wait_time"]["last_check_reason"]
+    assert status["price_fees"]["status"] == "resolved" and status["price_fees"]["last_check"] == "waiting"
+    numbers = wh.query("SELECT baseline_n, baseline_neg, after_n, after_neg FROM verifications "
+                       "WHERE item_id = ?", [ids["logistics"]]).to_pylist()
+    assert numbers == [{"baseline_n": 4 * 43, "baseline_neg": 48, "after_n": 3 * 34 + 30, "after_neg": 12}]
+    # the problem comes back: the verified item is reopened on a later run
+    write(tmp_path / "cx.duckdb", _weeks("logistics", [12, 12, 12, 12], first=8) + _filler(range(8, 12)))
+    assert verify_items(wh, config, "run-3")["reopened"] == 1
+    row = wh.query("SELECT status, last_check_reason FROM v_backlog WHERE item_id = ?",
+                   [ids["logistics"]]).to_pylist()[0]
+    assert row["status"] == "reopened" and "returned" in row["last_check_reason"]
+    assert backlog.history(wh, ids["logistics"])[-1]["actor"] == "cxloop verify"
+
+
+def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CXLOOP_HOME": str(home), "COLUMNS": "200", "CXLOOP_USER": "cli-user"}
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_backlog_commands(tmp_path: Path, home: Path) -> None:
+    wh = write(home / "cx.duckdb", _weeks("wait_time", [6, 6, 7]) + _filler(range(3)))
+    compute_pain_points(wh, MODEL, "run-1")
+    item = backlog.backlog_item_id("wait_time", "online_chat")
+    for args, message in ((["set-status", item, "verified"], "set by verification"),
+                          (["set-status", item, "resolved", "--at", "last tuesday"], "is not a date"),
+                          (["note", "BL-nope", "x"], "no backlog item 'BL-nope'")):
+        r = _cli("backlog", *args, home=home)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r
+    r = _cli("backlog", "assign", item, "热线优化小组", "--due", "2026-03-01", home=home)
+    assert r.returncode == 0, r.stderr
+    assert _cli("backlog", "set-status", item, "resolved", "--at", "2026-01-20", "--note", "加坐席",
+                home=home).returncode == 0
+    r = _cli("backlog", "show", item, home=home)
+    assert r.returncode == 0 and "热线优化小组" in r.stdout and "cli-user" in r.stdout and "加坐席" in r.stdout
+    r = _cli("backlog", "--status", "resolved", home=home)
+    assert r.returncode == 0 and item in r.stdout
+    assert wh.scalar("SELECT resolved_at FROM backlog WHERE item_id = ?", [item]) == datetime(2026, 1, 20)
