@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install demo test lint bench train clean-data
+.PHONY: install demo test lint bench train clean-data server server-stop report
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (cxloop needs Python 3.11; set PYTHON=...)"; exit 1; }
@@ -32,6 +32,16 @@ bench: install
 
 train: install
 	$(BIN)/cxloop train sentiment
+
+# a local Prefect server (127.0.0.1:4200, SQLite under CXLOOP_HOME) with the deployments of prefect.yaml and a worker
+server: install
+	CXLOOP_BIN=$(abspath $(BIN)) bash scripts/prefect_server.sh start
+
+server-stop:
+	CXLOOP_BIN=$(abspath $(BIN)) bash scripts/prefect_server.sh stop
+
+report: install
+	$(BIN)/cxloop report
 
 clean-data:
 	rm -rf data/cx.duckdb data/cx.duckdb.wal data/.prefect data/models
