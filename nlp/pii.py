@@ -27,7 +27,7 @@ _ID_CHECK = "10X98765432"
 
 def id_card_valid(number: str) -> bool:
     """True if ``number`` is an 18-character mainland ID with a valid checksum and birth date."""
-    if len(number) != 18 or not number[:17].isdigit():
+    if len(number) != 18 or not number[:17].isdecimal():  # isdigit() lets "²" through, which int() refuses
         return False
     year, month, day = int(number[6:10]), int(number[10:12]), int(number[12:14])
     if not (1900 <= year <= 2100 and 1 <= month <= 12 and 1 <= day <= 31):
@@ -38,7 +38,7 @@ def id_card_valid(number: str) -> bool:
 
 def luhn_valid(number: str) -> bool:
     """True if the digit string passes the Luhn check."""
-    if not number.isdigit():
+    if not number.isdecimal():
         return False
     total = 0
     for i, ch in enumerate(reversed(number)):
@@ -56,7 +56,7 @@ def classify_number(raw: str) -> str | None:
         digits = digits[2:]
     if len(digits) == 18 and id_card_valid(digits):
         return "id_card"
-    if not digits.isdigit():
+    if not digits.isdecimal():
         return None
     if 16 <= len(digits) <= 19 and luhn_valid(digits):
         return "bank_card"
@@ -120,18 +120,43 @@ def _number_text(raw: str, found: Counter[str]) -> str:
 def _redact_inside(raw: str, found: Counter[str]) -> str:
     """A run that is not PII as a whole may still hold a mobile number glued to other digits'
     separators (``电话138 1234 5678 9``): check each separator-delimited piece group."""
-    parts = re.split(r"([ \-])", raw)
+    parts = re.split(r"([ \-])", raw)  # digits, separator, digits, …
     if len(parts) == 1:
         return raw
-    out = []
-    for piece in parts:
-        kind = classify_number(piece) if piece not in (" ", "-") else None
-        if kind is not None:
-            found[kind] += 1
-            out.append(PLACEHOLDERS[kind])
-        else:
-            out.append(piece)
+    out: list[str] = []
+    i = 0
+    while i < len(parts):
+        # the longest run of whole pieces starting here that validates (``138 1234 5678`` inside
+        # ``138 1234 5678 9``); checking single pieces only let a phone split by spaces through.
+        # No PII is longer than _MAX_PII_CHARS, which keeps a long run of short pieces linear.
+        best: tuple[int, str] | None = None
+        j, length = i, 0
+        while i % 2 == 0 and j < len(parts) and length + len(parts[j]) <= _MAX_PII_CHARS:
+            length += len(parts[j])
+            kind = classify_number("".join(parts[i:j + 1])) if _could_be_pii(parts[i:j + 1:2]) else None
+            if kind is not None:
+                best = (j, kind)
+            j += 2
+            length += 1  # the separator after the piece
+        if best is None:
+            out.append(parts[i])
+            i += 1
+            continue
+        found[best[1]] += 1
+        out.append(PLACEHOLDERS[best[1]])
+        i = best[0] + 1
     return "".join(out)
+
+
+_MAX_PII_CHARS = 30  # "+86 138 1234 5678", an 18-character ID or a 19-digit card with separators
+
+
+def _could_be_pii(pieces: list[str]) -> bool:
+    """A cheap filter before :func:`classify_number`: the lengths and prefixes PII can have."""
+    d = "".join(pieces).lstrip("+")
+    n = len(d)
+    return (16 <= n <= 19 or (n == 11 and d[0] == "1") or (n == 13 and d.startswith("86"))
+            or (10 <= n <= 12 and d[0] == "0"))
 
 
 def redact_many(texts: list[str]) -> list[Redaction]:

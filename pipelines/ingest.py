@@ -4,6 +4,12 @@ Each file is one transaction: its feedback rows, its quarantined rows and its ``
 record land together or not at all. A file whose bytes were ingested before is skipped (the
 watermark is the content hash), and a record seen before is ignored by its ``feedback_id``, so
 ingesting the same data twice adds nothing.
+
+A file that still fails after its task's retries (a damaged workbook, bytes no reader accepts, a
+bug) does not stop the others: it is named in the run's ``failed_files`` (``runs.counts``, status
+``partial``), its bytes are not marked as ingested so the next run tries it again, and the CLI
+ends with one ``error:`` line per failed file and exit status 1. A warehouse that cannot be
+opened (locked past the timeout, or broken) stops the flow: no other file could be stored either.
 """
 
 from __future__ import annotations
@@ -13,13 +19,14 @@ from datetime import datetime
 from pathlib import Path
 
 from prefect import flow, task
+from prefect.states import State
 
 from pipelines import progress
 from pipelines.config import Settings
 from pipelines.records import ColumnMap, prepare_file
 from pipelines.runs import logger, recorded_run
-from pipelines.sources import iter_files, peek_columns, read_file
-from pipelines.warehouse import Warehouse
+from pipelines.sources import SourceError, iter_files, peek_columns, read_file
+from pipelines.warehouse import Warehouse, WarehouseError
 
 
 @dataclass
@@ -33,6 +40,7 @@ class FileResult:
     quarantined: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     flagged: dict[str, int] = field(default_factory=dict)
+    error: str | None = None      # the file failed after its retries: nothing of it was stored
 
 
 @dataclass
@@ -50,10 +58,14 @@ class IngestResult:
                 out[k] = out.get(k, 0) + v
         return out
 
+    @property
+    def failed(self) -> list[dict[str, str]]:
+        return [{"path": f.path, "error": f.error} for f in self.files if f.error]
+
     def counts(self) -> dict:
         return {"files": len(self.files), "files_skipped": sum(f.skipped for f in self.files),
                 **{k: self.total(k) for k in ("read", "stored", "duplicates", "quarantined")},
-                "quarantine_reasons": self.reasons}
+                "quarantine_reasons": self.reasons, "files_failed": len(self.failed), "failed_files": self.failed}
 
 
 def ingest_file(wh: Warehouse, path: Path, *, source: str | None, columns: ColumnMap, channel: str | None,
@@ -82,14 +94,35 @@ def ingest_file(wh: Warehouse, path: Path, *, source: str | None, columns: Colum
 
 def check_inputs(paths: list[str], columns: ColumnMap) -> list[Path]:
     """Every file under ``paths``, after checking each exists, is supported and has the columns
-    asked for: a bad input fails here, before anything is written."""
+    asked for: such a user error fails here, before anything is written. A file too damaged to
+    peek into is left to :func:`ingest_flow`, which records it as failed and ingests the rest."""
     files = iter_files(paths)
     for f in files:
-        columns.resolve_columns(f, peek_columns(f))
+        try:
+            found = peek_columns(f)
+        except SourceError:
+            continue  # a damaged file: ingest reports it as failed and still reads the others
+        columns.resolve_columns(f, found)
     return files
 
 
-@task(name="ingest-file", retries=2, retry_delay_seconds=2)
+def _transient(task: object, task_run: object, state: State) -> bool:
+    """Retry a file unless it is unreadable: the same bytes would fail the same way again."""
+    return not isinstance(state.data, SourceError)
+
+
+def _failure(path: str, state: State) -> str:
+    """One line naming the file for a task that failed after its retries."""
+    exc = state.result(raise_on_failure=False)
+    if isinstance(exc, WarehouseError):
+        raise exc  # the warehouse, not the file: no other file can be stored either
+    if isinstance(exc, SourceError):
+        return str(exc)  # names the file already
+    what = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else (state.message or "failed")
+    return f"{path}: {' '.join(what.split())}"[:1000]
+
+
+@task(name="ingest-file", retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
 def ingest_file_task(db: str, path: str, source: str | None, columns: dict, channel: str | None,
                      run_id: str, home: str) -> dict:
     """Ingest one file; returns its counts."""
@@ -116,12 +149,18 @@ def ingest_flow(paths: list[str], db: str | None = None, home: str | None = None
     with recorded_run(wh, "ingest", {"paths": paths, "source": source, "channel": channel}) as run:
         progress.reporter().start("ingest", len(files))
         for f in files:
-            res = ingest_file_task(str(settings.db_path), str(f), source, columns or {}, channel, run.run_id,
-                                   str(settings.home))
-            result.files.append(FileResult(**res))
+            state = ingest_file_task(str(settings.db_path), str(f), source, columns or {}, channel, run.run_id,
+                                     str(settings.home), return_state=True)
+            if state.is_completed():
+                result.files.append(FileResult(**state.result()))
+            else:
+                error = _failure(str(f), state)
+                logger().error("%s: not ingested after retries (the next run tries it again): %s", f.name, error)
+                result.files.append(FileResult(str(f), source or f.stem, error=error))
             progress.reporter().advance("ingest")
         progress.reporter().finish("ingest")
         run.counts = result.counts()
-    logger().info("ingest: %(files)d files (%(files_skipped)d unchanged), %(read)d rows read, %(stored)d stored, "
-                  "%(duplicates)d duplicates, %(quarantined)d quarantined", run.counts)
+        run.errors = [f["error"] for f in result.failed]
+    logger().info("ingest: %(files)d files (%(files_skipped)d unchanged, %(files_failed)d failed), %(read)d rows "
+                  "read, %(stored)d stored, %(duplicates)d duplicates, %(quarantined)d quarantined", run.counts)
     return {"counts": run.counts, "files": [asdict(f) for f in result.files]}

@@ -112,12 +112,21 @@ _DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%Y/%m/%d %H
                  "%Y年%m月%d日 %H:%M:%S", "%Y年%m月%d日 %H:%M", "%Y年%m月%d日 %H时%M分", "%Y年%m月%d日")
 
 
+def _local(dt: datetime) -> datetime | None:
+    """``dt`` as a naive Asia/Shanghai time; None when that falls outside years 1–9999
+    (``0001-01-01T00:00+08:00`` used to raise and fail its whole file)."""
+    try:
+        return dt.astimezone(LOCAL_TZ).replace(tzinfo=None) if dt.tzinfo else dt
+    except (OverflowError, ValueError):
+        return None
+
+
 def parse_timestamp(value: object) -> datetime | None:
     """A naive local (Asia/Shanghai) datetime from the common shapes of a time value, else None."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, datetime):
-        return value.astimezone(LOCAL_TZ).replace(tzinfo=None) if value.tzinfo else value
+        return _local(value)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day)
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -132,8 +141,7 @@ def parse_timestamp(value: object) -> datetime | None:
     if re.fullmatch(r"\d{10}(\d{3})?", s):
         return parse_timestamp(int(s))
     try:
-        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
-        return dt.astimezone(LOCAL_TZ).replace(tzinfo=None) if dt.tzinfo else dt
+        return _local(datetime.fromisoformat(s.replace("Z", "+00:00")))
     except ValueError:
         pass
     for fmt in _DATE_FORMATS:
@@ -158,9 +166,11 @@ def parse_score(value: object, lo: int, hi: int) -> tuple[int | None, bool]:
         value = float(m.group(1))
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None, False
-    if float(value) != int(value) or not lo <= int(value) <= hi:
-        return None, False
-    return int(value), True
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():  # infinity used to raise and fail the file
+            return None, False
+        value = int(value)
+    return (value, True) if lo <= value <= hi else (None, False)
 
 
 def _clean_str(value: object) -> str | None:
@@ -168,6 +178,11 @@ def _clean_str(value: object) -> str | None:
         return None
     s = normalize_text(str(value)).strip()
     return s or None
+
+
+def _redacted(value: str | None) -> str | None:
+    """A short field as stored: ids, channels and products may carry a phone number too."""
+    return redact(value).text if value else value
 
 
 def _hash(*parts: str) -> str:
@@ -187,8 +202,14 @@ def pseudonymise(customer_id: str, salt: bytes) -> str:
 def safe_payload(row: RawRow) -> str:
     """The original record for the quarantine: undecodable bytes shown as U+FFFD, PII redacted."""
     raw = row.raw if row.raw is not None else json.dumps(row.fields, ensure_ascii=False, default=str)
-    text = redact(normalize_text(mark_undecodable(raw))).text
-    return text if len(text) <= MAX_PAYLOAD_CHARS else text[:MAX_PAYLOAD_CHARS] + f"…[{len(text)} chars]"
+    size, cut = len(raw), 2 * MAX_PAYLOAD_CHARS
+    # cut before redacting (a 1 MB record costs no more than a short one), and drop the digits the
+    # cut ends in: the start of a phone number is not one, redaction would let it through
+    text = redact(normalize_text(mark_undecodable(raw[:cut]))).text
+    if size > cut:
+        text = text.rstrip("0123456789 -+")
+    return text if size <= MAX_PAYLOAD_CHARS and len(text) <= MAX_PAYLOAD_CHARS \
+        else text[:MAX_PAYLOAD_CHARS] + f"…[{size} chars]"
 
 
 # -- the preparation ----------------------------------------------------------------------------
@@ -253,7 +274,7 @@ def prepare_file(src: SourceFile, source: str, columns: ColumnMap, *, run_id: st
             if seen[fid] == key:
                 duplicates += 1
             else:
-                quarantine(row, f"duplicate id {sid!r} with a different text")
+                quarantine(row, f"duplicate id {_redacted(sid)!r} with a different text")
             continue
         seen[fid] = key
         cust = _clean_str(get(mapping["customer_id"])) if "customer_id" in mapping else None
@@ -261,9 +282,11 @@ def prepare_file(src: SourceFile, source: str, columns: ColumnMap, *, run_id: st
             flagged[f] = flagged.get(f, 0) + 1
         extra = {k: v for k, v in row.fields.items() if k not in mapping.values()}
         fb_rows.append({
-            "feedback_id": fid, "source": source, "source_id": sid, "created_at": created,
-            "channel": (_clean_str(get(mapping["channel"])) if "channel" in mapping else None) or channel_default,
-            "product": _clean_str(get(mapping["product"])) if "product" in mapping else None,
+            # the id is hashed from the original values; what is stored is redacted
+            "feedback_id": fid, "source": _redacted(source), "source_id": _redacted(sid), "created_at": created,
+            "channel": _redacted((_clean_str(get(mapping["channel"])) if "channel" in mapping else None)
+                                 or channel_default),
+            "product": _redacted(_clean_str(get(mapping["product"])) if "product" in mapping else None),
             "customer_key": pseudonymise(cust, salt) if cust else None,
             "rating": rating, "nps": nps, "text": red.text, "text_key": key,
             "pii_found": json.dumps(red.found) if red.found else None, "flags": flags,
@@ -281,5 +304,11 @@ def _meta_json(extra: dict[str, object]) -> str | None:
     for k, v in extra.items():
         if v is None or (isinstance(v, float) and math.isnan(v)):
             continue
-        clean[str(k)] = redact(normalize_text(v)).text if isinstance(v, str) else v
+        if isinstance(v, int | float) and not isinstance(v, bool):  # a phone number typed as a number
+            red = redact(str(v))
+            v = red.text if red.found else v
+        elif not isinstance(v, str | bool):  # lists, objects, dates: kept, unless they hold PII
+            red = redact(normalize_text(json.dumps(v, ensure_ascii=False, default=str)))
+            v = red.text if red.found else v
+        clean[redact(normalize_text(str(k))).text] = redact(normalize_text(v)).text if isinstance(v, str) else v
     return json.dumps(clean, ensure_ascii=False, default=str) if clean else None

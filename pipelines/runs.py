@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import duckdb
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 
@@ -38,16 +41,52 @@ class Run:
     run_id: str
     flow: str
     counts: dict = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # parts that failed while the run went on: status partial
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def close_abandoned(con: duckdb.DuckDBPyConnection) -> int:
+    """Mark ``failed`` the runs still ``running`` whose process on this machine is gone (killed,
+    crashed, machine restarted): lineage should not show them running forever. Runs of live
+    processes, and of other machines, are left alone. Returns how many were closed."""
+    host = socket.gethostname()
+    rows = con.execute("SELECT run_id, params FROM runs WHERE status = 'running'").fetchall()
+    dead = []
+    for run_id, params in rows:
+        try:
+            p = json.loads(params or "{}")
+        except ValueError:
+            continue
+        if isinstance(p, dict) and p.get("host") == host and isinstance(p.get("pid"), int) and not _alive(p["pid"]):
+            dead.append(run_id)
+    for run_id in dead:
+        con.execute("UPDATE runs SET status = 'failed', error = ? WHERE run_id = ? AND status = 'running'",
+                    ["abandoned: its process ended without finishing it (killed or crashed); a later run "
+                     "redid its work", run_id])
+    return len(dead)
 
 
 @contextmanager
 def recorded_run(wh: Warehouse, flow: str, params: dict | None = None) -> Iterator[Run]:
-    """Record a flow run in ``runs``: ``running`` at start, then ``completed`` with its counts or
-    ``failed`` with the error."""
+    """Record a flow run in ``runs`` (its parameters, with the process id and host that ran it):
+    ``running`` at start, then ``completed`` with its counts,
+    ``partial`` when parts of it failed while the rest went on (``run.errors``), or ``failed`` with
+    the error."""
     run = Run(_prefect_run_id() or uuid.uuid4().hex, flow)
+    recorded = {**(params or {}), "pid": os.getpid(), "host": socket.gethostname()}
     with wh.transaction() as con:
+        close_abandoned(con)
         con.execute("INSERT OR REPLACE INTO runs (run_id, flow, started_at, status, params) VALUES (?, ?, ?, ?, ?)",
-                    [run.run_id, flow, datetime.now(), "running", json.dumps(params or {}, default=str)])
+                    [run.run_id, flow, datetime.now(), "running", json.dumps(recorded, default=str)])
     try:
         yield run
     except BaseException as e:
@@ -56,5 +95,6 @@ def recorded_run(wh: Warehouse, flow: str, params: dict | None = None) -> Iterat
                         [datetime.now(), json.dumps(run.counts), f"{type(e).__name__}: {e}"[:2000], run.run_id])
         raise
     with wh.transaction() as con:
-        con.execute("UPDATE runs SET status='completed', finished_at=?, counts=? WHERE run_id=?",
-                    [datetime.now(), json.dumps(run.counts, default=str), run.run_id])
+        con.execute("UPDATE runs SET status=?, finished_at=?, counts=?, error=? WHERE run_id=?",
+                    ["partial" if run.errors else "completed", datetime.now(), json.dumps(run.counts, default=str),
+                     "; ".join(run.errors)[:2000] or None, run.run_id])

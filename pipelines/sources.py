@@ -10,6 +10,7 @@ lost. Problems with the file as a whole (missing, unsupported, unreadable) raise
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import hashlib
 import io
@@ -87,35 +88,76 @@ def file_digest(path: Path) -> tuple[str, int]:
 
 
 # -- encodings ----------------------------------------------------------------------------------
-def detect_encoding(data: bytes) -> str:
-    """``utf-8-sig``, ``utf-16``, ``utf-8`` or ``gb18030`` (which covers GBK and GB2312).
+# frequent characters of Chinese text (both scripts) and of customer feedback: how many a decoding yields tells
+# GB18030 from Big5, since most Big5 byte pairs are also valid GB18030 (and decode to rare characters)
+_COMMON_CHARS = frozenset(
+    "的一是不了在人有我他这這个個们們中来來上大为為和国國地到以说說时時要就出会會可也你对對生能而子那得于"
+    "於着著下自之年过過后後作里裡用道行所然家种種事成方多经經么麼去法学學如都同现現当當没沒动動面起看定天分"
+    "还還进進好小部其些主样樣理心本前开開但因只从從想实實日意无無力它与與长長把机機十公此已工使情明性知全"
+    "三又关關点點正业業外将將两兩高间間由问問很最重并並物手应應向头頭文体體相见見被利什二等产產或新己身果"
+    "加话話合回特代内內信表化老给給位次度门門任常先通原东東提立及比员員解水名真处處走各入几幾口认認条條平"
+    "气氣题題活更别別打变變四总總何电電数數安少报報才结結反受目太量再感建务務做接必场場件计計管期直资資金"
+    "指许許便空决決非则則听聽白却卻达達光放强強即像难難且完设設式色路记記品住告类類求据據程该該交规規取拉"
+    "望觉覺领領确確今切让讓识識候带帶导導运運笑步改收根造言联聯持每车車亲親极極服快办辦往证證近失转轉准準"
+    "始怎呢存未远遠叫单單具字爱愛流备備连連调調深商算质質需价價花级級离離况況请請际際约約复復息线線似断斷"
+    "精满滿支视視消越容照须須增写寫称稱功吗嗎包片查轻輕易早除找装裝显顯吧标標谈談吃图圖念引首另周较較注语"
+    "語仅僅考落随隨选選列响響虽雖推希构構半节節投某案维維致足态態护護验驗责責营營够夠章音跟底站严嚴例防供"
+    "效续續留讲講型料终終答紧緊绝絕察段依批群项項故按围圍害双雙客举舉送急伤傷适適夜省喜险險待置居财財排福"
+    "欢歡获獲充负負停游疑层層冷退既衣您差富配修降审審善买買免压壓银銀养養乱亂帮幫优優怪香货貨付慢换換忙坏"
+    "壞错錯试試拿预預谁誰继繼素客服款订訂单單递遞评評价價诉訴验驗题題闪閃录錄码碼账賬户戶钱錢费費店员員"
+)
 
-    A file that decodes cleanly as one of them gets it. Otherwise the encoding under which more
-    lines decode wins, and the lines that do not decode are quarantined, not the whole file."""
+
+def _common_count(text: str) -> int:
+    return sum(c in _COMMON_CHARS for c in text)
+
+
+def detect_encoding(data: bytes) -> str:
+    """``utf-8-sig``, ``utf-16``, ``utf-8``, ``gb18030`` (which covers GBK and GB2312) or ``cp950``
+    (Big5, as Windows writes it).
+
+    A BOM decides; then a file that is valid UTF-8 is UTF-8. Otherwise the encoding under which the
+    text reads as Chinese wins: the one that yields the most frequent Chinese characters. Validity
+    alone cannot decide, since most Big5 byte pairs (and many UTF-8 sequences) are valid GB18030
+    too and decode to fluent nonsense. Lines that do not decode in the winner are quarantined,
+    not the whole file; a file with no Chinese at all goes to the encoding more lines decode in."""
     if data.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
-    for enc in ("utf-8", "gb18030"):
-        try:
-            data.decode(enc)
-            return enc
-        except UnicodeDecodeError:
-            pass
+    try:
+        data.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    sample = data[:1 << 18]
+    counts = {enc: _common_count(sample.decode(enc, errors="replace")) for enc in ("utf-8", "gb18030", "cp950")}
+    best = max(counts, key=lambda enc: counts[enc])  # ties: the first (utf-8, then gb18030)
+    if counts[best] > 0:
+        return best
     score = {"utf-8": 0, "gb18030": 0}
     for line in data.splitlines():
         if line.isascii():
             continue
         for enc in score:
-            try:
+            with contextlib.suppress(UnicodeDecodeError):
                 line.decode(enc)
                 score[enc] += 1
-            except UnicodeDecodeError:
-                pass
     return "utf-8" if score["utf-8"] >= score["gb18030"] else "gb18030"
 
 
-_UNDECODABLE_RE = re.compile("[\udc80-\udcff]")  # bytes kept by errors="surrogateescape"
+_UNDECODABLE_RE = re.compile("[\udc80-\udcff]")  # bytes that did not decode, kept as lone surrogates
+
+
+def _keep_undecodable(e: UnicodeDecodeError) -> tuple[str, int]:
+    """Codec error handler: each byte that does not decode becomes a lone surrogate U+DC80…U+DCFF
+    (as ``surrogateescape`` does for bytes ≥ 0x80; the marker also covers a UTF-16 file cut in the
+    middle of a character, which ``surrogateescape`` refuses), so that only its record is quarantined."""
+    bad = e.object[e.start:e.end]
+    return "".join(chr(0xDC80 | (b & 0x7F)) for b in bad), e.end
+
+
+codecs.register_error("cxloop-undecodable", _keep_undecodable)
 
 
 def has_undecodable(value: object) -> bool:
@@ -135,8 +177,8 @@ def _header(record: list[str]) -> list[str]:
 def _decode(path: Path, data: bytes) -> tuple[str, str]:
     enc = detect_encoding(data)
     try:
-        return data.decode(enc, errors="surrogateescape"), enc
-    except UnicodeError as e:  # utf-16 with an odd byte count
+        return data.decode(enc, errors="cxloop-undecodable"), enc
+    except UnicodeError as e:  # not expected with the handler above; keep the message one line
         raise SourceError(f"{path}: cannot decode as {enc}: {e}") from None
 
 
@@ -164,40 +206,82 @@ def read_file(path: str | Path) -> SourceFile:
     raise SourceError(f"{p}: unsupported file type {suffix or '(none)'}")
 
 
+_MAX_CSV_RESTARTS = 100
+
+
 def _read_csv(path: Path, sha: str, size: int, delimiter: str) -> SourceFile:
+    """Read a CSV/TSV file. The reader is strict about quotes: a quote that opens a field and never
+    closes properly would otherwise swallow the lines after it into one text (rows silently merged);
+    instead its line is quarantined as ``unbalanced quote`` and reading resumes on the next line."""
     text, enc = _decode(path, path.read_bytes())
     lines = io.StringIO(text, newline="").readlines()  # split exactly as the csv reader counts lines
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     src = SourceFile(path, sha, size, enc, [])
     header: list[str] | None = None
-    start = 1
-    while True:
-        try:
-            record = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            src.rows.append(RawRow(f"{path.name}:{start}", None, f"malformed CSV line: {e}",
-                                   "".join(lines[start - 1:reader.line_num])))
-            start = reader.line_num + 1
-            continue
-        raw = "".join(lines[start - 1:reader.line_num])
-        locator = f"{path.name}:{start}"
-        start = reader.line_num + 1
-        if header is None:
-            if not any(c.strip() for c in record):
+    first, restarts = 1, 0  # the line the current reader starts on
+    while first <= len(lines):
+        reader = csv.reader(io.StringIO("".join(lines[first - 1:]), newline=""), delimiter=delimiter, strict=True)
+        start, resume = first, None
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                end = first - 1 + reader.line_num
+                if end > start:  # the bad record ran over several lines: a quote that never closed
+                    src.rows.append(RawRow(f"{path.name}:{start}", None, f"malformed CSV line: unbalanced quote ({e})",
+                                           lines[start - 1]))
+                    resume = start + 1
+                    break
+                src.rows.append(RawRow(f"{path.name}:{start}", None, f"malformed CSV line: {e}", lines[start - 1]))
+                start = end + 1
                 continue
-            header = _header(record)
-            src.columns = header
+            end = first - 1 + reader.line_num
+            raw = "".join(lines[start - 1:end])
+            locator = f"{path.name}:{start}"
+            start = end + 1
+            if header is None:
+                if not any(c.strip() for c in record):
+                    continue
+                header = _header(record)
+                src.columns = header
+                continue
+            if not any(c.strip() for c in record):
+                continue  # a blank line is not a record
+            if len(record) != len(header):
+                src.rows.append(RawRow(locator, None,
+                                       f"malformed CSV line: expected {len(header)} fields, got {len(record)}", raw))
+                continue
+            src.rows.append(RawRow(locator, dict(zip(header, record, strict=True)), None, raw))
+        if resume is None:
+            break
+        restarts += 1
+        if restarts > _MAX_CSV_RESTARTS:  # a file full of stray quotes: the rest line by line (linear)
+            if header is not None:
+                _csv_lines_one_by_one(src, path, lines, resume - 1, header, delimiter)
+            break
+        first = resume
+    return src
+
+
+def _csv_lines_one_by_one(src: SourceFile, path: Path, lines: list[str], after: int, header: list[str],
+                          delimiter: str) -> None:
+    """Rows for ``lines`` after line number ``after``, each line read as one record."""
+    for n in range(after + 1, len(lines) + 1):
+        line = lines[n - 1]
+        locator = f"{path.name}:{n}"
+        try:
+            record = next(csv.reader([line], delimiter=delimiter, strict=True), [])
+        except csv.Error as e:
+            src.rows.append(RawRow(locator, None, f"malformed CSV line: {e}", line))
             continue
         if not any(c.strip() for c in record):
-            continue  # a blank line is not a record
+            continue
         if len(record) != len(header):
             src.rows.append(RawRow(locator, None,
-                                   f"malformed CSV line: expected {len(header)} fields, got {len(record)}", raw))
+                                   f"malformed CSV line: expected {len(header)} fields, got {len(record)}", line))
             continue
-        src.rows.append(RawRow(locator, dict(zip(header, record, strict=True)), None, raw))
-    return src
+        src.rows.append(RawRow(locator, dict(zip(header, record, strict=True)), None, line))
 
 
 def _read_jsonl(path: Path, sha: str, size: int) -> SourceFile:
@@ -235,17 +319,34 @@ def _excel_rows(path: Path) -> Iterator[tuple[int, list[str] | None, tuple]]:
     sheet; the header itself comes first with empty values."""
     import openpyxl
 
+    def filled(values: tuple) -> int:
+        return sum(not (v is None or (isinstance(v, str) and not v.strip())) for v in values)
+
     wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
     try:
         header: list[str] | None = None
+        title: tuple[int, tuple] | None = None  # a first row with one cell: a title (often merged) or the header
         for i, values in enumerate(wb.worksheets[0].iter_rows(values_only=True), start=1):
-            if all(v is None or (isinstance(v, str) and not v.strip()) for v in values):
+            if not filled(values):
+                continue
+            if header is None and title is None and filled(values) == 1:
+                title = (i, values)
                 continue
             if header is None:
+                if title is not None and filled(values) == 1:  # one column after all: the first row was its header
+                    (i0, first), title = title, None
+                    header = [str(v).strip() if v is not None else f"column_{j + 1}" for j, v in enumerate(first)]
+                    yield i0, header, ()
+                    yield i, header, values
+                    continue
+                # a title row above the header (a merged cell, "客户反馈汇总") is not the header
                 header = [str(v).strip() if v is not None else f"column_{j + 1}" for j, v in enumerate(values)]
                 yield i, header, ()
                 continue
             yield i, header, values
+        if header is None and title is not None:  # a one-cell sheet: a header without rows
+            yield title[0], [str(v).strip() if v is not None else f"column_{j + 1}"
+                             for j, v in enumerate(title[1])], ()
     finally:
         wb.close()
 

@@ -2,14 +2,18 @@
 
 Every write in cxloop goes through :class:`Warehouse`. DuckDB allows one writing process per file
 (a second process fails at once with "Could not set lock"), so connections are opened per unit of
-work, held briefly, and opening retries with back-off up to ``lock_timeout`` seconds, logging
-why it waits. Each write method is one transaction: it either lands whole or not at all.
+work, held briefly, and opening retries with back-off up to ``lock_timeout`` seconds
+(``CXLOOP_LOCK_TIMEOUT``, default 120), logging why it waits. Each write method is one
+transaction: it either lands whole or not at all. :func:`fault_point` marks the places where the
+crash tests kill the process (tests/test_robust_crash.py, benchmarks/crash_kill.py).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,12 +52,56 @@ def _is_lock_error(e: Exception) -> bool:
     return isinstance(e, duckdb.IOException) and ("lock" in str(e).lower())
 
 
+# -- fault injection (tests and benchmarks/crash_kill.py only; off unless the variables are set) ---
+_fault_counts: dict[str, int] = {}
+
+
+def _stage() -> str:
+    try:
+        from prefect.runtime import flow_run
+
+        return flow_run.flow_name or "cli"
+    except Exception:  # noqa: BLE001 - no run context
+        return "cli"
+
+
+def fault_point(label: str) -> None:
+    """A place where a crash test may kill this process. ``CXLOOP_FAULT_TRACE=FILE`` appends
+    ``stage<TAB>n<TAB>label`` for every point reached; ``CXLOOP_FAULT_KILL_AT=stage:n`` sends
+    SIGKILL to this process at the n-th point of that flow (``cx_loop``'s subflows: ingest, enrich,
+    pain_points, verify, report). SIGKILL leaves no chance to clean up: what survives is what
+    DuckDB made durable, exactly as after a power cut of the process."""
+    kill_at, trace = os.environ.get("CXLOOP_FAULT_KILL_AT"), os.environ.get("CXLOOP_FAULT_TRACE")
+    if not kill_at and not trace:
+        return
+    stage = _stage()
+    n = _fault_counts[stage] = _fault_counts.get(stage, 0) + 1
+    if trace:
+        with open(trace, "a", encoding="utf-8") as f:
+            f.write(f"{stage}\t{n}\t{label}\n")
+    if kill_at == f"{stage}:{n}":
+        # the whole process group when this process leads one (the crash tests start it so): the
+        # temporary Prefect server is a child process and dies with it, as when a scheduler kills a job
+        if os.getpgid(0) == os.getpid():
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def default_lock_timeout() -> float:
+    """Seconds a writer waits for a warehouse another process holds: ``CXLOOP_LOCK_TIMEOUT``, else 120."""
+    raw = os.environ.get("CXLOOP_LOCK_TIMEOUT", "").strip()
+    try:
+        return float(raw) if raw else 120.0
+    except ValueError:
+        raise WarehouseError(f"CXLOOP_LOCK_TIMEOUT={raw!r} is not a number of seconds") from None
+
+
 class Warehouse:
     """Handle on one DuckDB file. Cheap to create; connections are opened per operation."""
 
-    def __init__(self, path: str | Path, lock_timeout: float = 120.0) -> None:
+    def __init__(self, path: str | Path, lock_timeout: float | None = None) -> None:
         self.path = Path(path)
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = default_lock_timeout() if lock_timeout is None else lock_timeout
         self._migrated = False
 
     # -- connections ----------------------------------------------------------------------------
@@ -67,7 +115,9 @@ class Warehouse:
         warned = False
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                fault_point("open read-only" if read_only else "open")
+                return con
             except duckdb.Error as e:
                 if not _is_lock_error(e):
                     raise WarehouseError(f"cannot open warehouse {self.path}: {e}") from None
@@ -98,12 +148,15 @@ class Warehouse:
         """A writable connection inside one transaction: committed on success, rolled back on error."""
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
+            fault_point("begin")
             try:
                 yield con
+                fault_point("before commit")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+            fault_point("committed")
 
     # -- schema ---------------------------------------------------------------------------------
     def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -117,6 +170,7 @@ class Warehouse:
             try:
                 con.execute(sql)
                 con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, datetime.now()])
+                fault_point(f"migration {version:03d} before commit")
             except duckdb.Error as e:
                 con.execute("ROLLBACK")
                 raise WarehouseError(f"migration {version:03d}_{name} failed on {self.path}: {e}") from None
@@ -153,6 +207,8 @@ class Warehouse:
         verb = "INSERT OR IGNORE" if on_conflict == "ignore" else "INSERT"
         con.register("_cx_batch", data)
         try:  # DuckDB answers an INSERT with the number of rows it inserted
-            return con.execute(f"{verb} INTO {table} ({cols}) SELECT {cols} FROM _cx_batch").fetchone()[0]
+            n = con.execute(f"{verb} INTO {table} ({cols}) SELECT {cols} FROM _cx_batch").fetchone()[0]
         finally:
             con.unregister("_cx_batch")
+        fault_point(f"inserted {table}")
+        return n
