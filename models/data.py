@@ -100,3 +100,12 @@ def load_sentiment_corpus(data_dir: str | os.PathLike[str] | None = None) -> pd.
 
 def _key(text: str) -> str:
     return " ".join(normalize_text(text).split())
+
+
+PROBE_PATH = Path(__file__).resolve().parents[1] / "data" / "eval" / "ood_probe.csv"
+
+
+def load_ood_probe(path: Path = PROBE_PATH) -> pd.DataFrame:
+    """cxloop's own out-of-domain probe: formal complaints, long letters and short chat lines written
+    for evaluation only (never trained or tuned on), labelled neg / neu / pos."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)

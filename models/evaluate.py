@@ -70,3 +70,22 @@ def dev_score(metrics: dict) -> float:
     and three-class accuracy (whichever exist)."""
     parts = [metrics[k]["accuracy"] for k in ("binary", "three_class") if k in metrics]
     return float(np.mean(parts)) if parts else float("nan")
+
+
+def evaluate_probe(model, probe: pd.DataFrame) -> dict:
+    """Accuracy on the out-of-domain probe: binary on its pos/neg rows (P(pos) > P(neg)), three-class
+    on all rows, and three-class per domain."""
+    from nlp import normalize_text
+    proba = model.predict_proba([normalize_text(t) for t in probe["text"]])
+    idx = {lab: i for i, lab in enumerate(model.labels)}
+    truth = probe["label"].to_numpy()
+    pred3 = np.asarray(model.labels)[proba.argmax(axis=1)]
+    polar = truth != "neu"
+    pred2 = np.where(proba[:, idx["pos"]] > proba[:, idx["neg"]], "pos", "neg")
+    return {
+        "n": int(len(probe)),
+        "binary_accuracy": round(float((pred2[polar] == truth[polar]).mean()), 4),
+        "three_class_accuracy": round(float((pred3 == truth).mean()), 4),
+        "per_domain": {d: {"n": int(m.sum()), "accuracy": round(float((pred3[m] == truth[m]).mean()), 4)}
+                       for d in sorted(probe["domain"].unique()) for m in [(probe["domain"] == d).to_numpy()]},
+    }

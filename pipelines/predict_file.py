@@ -31,7 +31,7 @@ def predict_file(input_path: Path, output_path: Path, settings: Settings, model:
         raise SourceError(f"{output_path}: output must end in one of {', '.join(OUTPUT_SUFFIXES)}")
     src = read_file(input_path)
     text_field = ColumnMap(text=text_col).resolve(src)["text"]
-    analyzer = Analyzer.load(model, settings.models_dir, settings.load_taxonomy())
+    analyzer = Analyzer.load(model, settings.models_dir, settings.load_taxonomy(), settings.cache_dir)
     rows = [r.fields for r in src.rows if r.fields is not None]
     skipped = len(src.rows) - len(rows)
     rep = progress.reporter()

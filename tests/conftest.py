@@ -15,6 +15,14 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ["CXLOOP_SALT"] = "test-salt"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def base_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache of converted base encoders for the whole session (the conversion takes seconds)."""
+    cache = tmp_path_factory.mktemp("cxloop-cache")
+    os.environ["CXLOOP_CACHE"] = str(cache)
+    return cache
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """A real (temporary) Prefect API for flow tests."""

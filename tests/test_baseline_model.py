@@ -64,7 +64,8 @@ def test_corrupt_and_missing_artifacts_name_the_path(tiny: BaselineSentiment, tm
 
 def test_registry_resolution_and_promotion(tiny: BaselineSentiment, tmp_path: Path) -> None:
     home = tmp_path / "models"
-    assert resolve_model(None, home) == SHIPPED_DIR / "sentiment-baseline"
+    assert resolve_model(None, home) == SHIPPED_DIR / "sentiment-ensemble"      # the shipped default
+    assert resolve_model("baseline", home) == SHIPPED_DIR / "sentiment-baseline"
     folder = tiny.save(home / "tiny-1", meta={"model_version": "tiny-1"})
     assert resolve_model("tiny-1", home) == folder
     promote(home, folder)
@@ -73,12 +74,13 @@ def test_registry_resolution_and_promotion(tiny: BaselineSentiment, tmp_path: Pa
         resolve_model("nope", home)
 
 
-def test_shipped_model_reads_complaints_correctly() -> None:
-    a = Analyzer.load()
+@pytest.mark.parametrize("kind", ["baseline", None])   # None: the shipped default (the ensemble)
+def test_shipped_model_reads_complaints_correctly(kind: str | None) -> None:
+    a = Analyzer.load(kind)
     out = a.analyze(["手机银行更新以后一直闪退，登录不上，太耽误事了", "骑手送得很快，饭菜还是热的，点赞",
                      "送餐超时一个多小时，饭都凉了"])
     assert out["sentiment"] == ["neg", "pos", "neg"]
     assert out["sentiment_score"][0] < -0.3 < 0.3 < out["sentiment_score"][1]
     assert "digital_experience" in out["topics"][0]
-    assert out["model_version"][0].startswith("sentiment-baseline-")
-    assert (SHIPPED_DIR / "sentiment-baseline" / "MODEL_CARD.md").exists()
+    assert out["model_version"][0].startswith(f"sentiment-{kind or 'ensemble'}-")
+    assert (resolve_model(kind) / "MODEL_CARD.md").exists()

