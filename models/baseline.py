@@ -23,6 +23,12 @@ FORMAT = "cxloop-baseline-sentiment/1"
 LABELS = ("neg", "neu", "pos")
 
 
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of scores (stable: the row maximum is subtracted first)."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 class ModelLoadError(RuntimeError):
     """A model artifact that is missing, corrupt or of an unknown format; names the path."""
 
@@ -138,10 +144,7 @@ class BaselineSentiment:
         return np.asarray(x @ self.coef.T) + self.intercept
 
     def predict_proba_features(self, x: sp.csr_matrix) -> np.ndarray:
-        z = self.margins(x) / self.config.temperature
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(axis=1, keepdims=True)
+        return softmax(self.margins(x) / self.config.temperature)
 
     def predict_proba(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None) -> np.ndarray:
         """Class probabilities, columns in ``self.labels`` order (neg, neu, pos)."""

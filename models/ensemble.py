@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.baseline import ModelLoadError
+from models.baseline import ModelLoadError, softmax
 
 FORMAT = "cxloop-ensemble-sentiment/1"
 LABELS = ("neg", "neu", "pos")
@@ -25,10 +25,7 @@ LABELS = ("neg", "neu", "pos")
 
 def blend(probas: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     """``softmax(Σ wᵢ log pᵢ)`` row-wise."""
-    z = sum(w * np.log(np.clip(p, 1e-9, 1.0)) for p, w in zip(probas, weights, strict=True))
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return softmax(sum(w * np.log(np.clip(p, 1e-9, 1.0)) for p, w in zip(probas, weights, strict=True)))
 
 
 def choose_weight(probas: Sequence[np.ndarray], score: Callable[[np.ndarray], float],

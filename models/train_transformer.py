@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.baseline import softmax
 from models.card import write_model_card
 from models.data import load_ood_probe, load_sentiment_corpus
 from models.evaluate import dev_score, evaluate_predictions, evaluate_probe
@@ -70,13 +71,6 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     best = min(grid, key=nll)
     fine = best * np.exp(np.linspace(-0.06, 0.06, 13))
     return float(min(fine, key=nll))
-
-
-def _proba(logits: np.ndarray, t: float) -> np.ndarray:
-    z = logits / t
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
 
 
 def train_sentiment_transformer(options: TransformerOptions, out_root: Path, cache_root: Path, log: Log = print,
@@ -177,14 +171,14 @@ def train_sentiment_transformer(options: TransformerOptions, out_root: Path, cac
     dev_logits = model.logits(dev["text"].tolist(), batch_size=options.eval_batch_size)
     dev_y = np.array([label_index[v] for v in dev["label"]])
     model.temperature = fit_temperature(dev_logits, dev_y)
-    dev_metrics = evaluate_predictions(dev, _proba(dev_logits, model.temperature), LABELS)
+    dev_metrics = evaluate_predictions(dev, softmax(dev_logits / model.temperature), LABELS)
     log(f"dev: binary {dev_metrics['binary']['accuracy']:.4f}, "
         f"3-class {dev_metrics['three_class']['accuracy']:.4f} (temperature {model.temperature:.2f})")
     log("scoring test")
     t_test = time.time()
     test_logits = model.logits(test["text"].tolist(), batch_size=options.eval_batch_size)
     test_rate = len(test) / (time.time() - t_test)
-    test_metrics = evaluate_predictions(test, _proba(test_logits, model.temperature), LABELS)
+    test_metrics = evaluate_predictions(test, softmax(test_logits / model.temperature), LABELS)
     log(f"test: binary accuracy {test_metrics['binary']['accuracy']:.4f}, "
         f"3-class accuracy {test_metrics['three_class']['accuracy']:.4f}")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.baseline import ModelLoadError
+from models.baseline import ModelLoadError, softmax
 from models.e5_base import PREFIX, BaseModelError, resolve_base
 from nlp import normalize_text
 
@@ -172,10 +172,7 @@ class TransformerSentiment:
         """Class probabilities (columns in ``labels`` order); ``tokens`` is accepted and ignored."""
         if len(texts) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        z = self.logits(texts, batch_size=batch_size) / self.temperature
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(axis=1, keepdims=True)
+        return softmax(self.logits(texts, batch_size=batch_size) / self.temperature)
 
     def quantize(self) -> TransformerSentiment:
         """Dynamic int8 for the encoder's linear layers except the feed-forward outputs (in place)."""
