@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import TfidfVectorizer
 
-from nlp import default_segmenter
+from models.features import FeatureConfig, TextFeatures
 
 FORMAT = "cxloop-baseline-sentiment/1"
 LABELS = ("neg", "neu", "pos")
@@ -47,25 +46,6 @@ class BaselineConfig:
     temperature: float = 1.0        # softmax temperature over SVM margins, fitted on dev
 
 
-def word_ngrams(tokens: Sequence[str], lo: int = 1, hi: int = 2) -> list[str]:
-    """Word n-grams of a token list (n from ``lo`` to ``hi``, joined with a space)."""
-    toks = [t for t in tokens if not t.isspace()]
-    out: list[str] = []
-    for n in range(lo, hi + 1):
-        out.extend(" ".join(toks[i:i + n]) for i in range(len(toks) - n + 1))
-    return out
-
-
-class _WordAnalyzer:
-    """Picklable-free callable for TfidfVectorizer over pre-tokenised documents."""
-
-    def __init__(self, lo: int, hi: int) -> None:
-        self.lo, self.hi = lo, hi
-
-    def __call__(self, tokens: Sequence[str]) -> list[str]:
-        return word_ngrams(tokens, self.lo, self.hi)
-
-
 class BaselineSentiment:
     """Three-class sentiment (neg / neu / pos) with a score P(pos) − P(neg) in [-1, 1].
 
@@ -77,33 +57,21 @@ class BaselineSentiment:
     def __init__(self, config: BaselineConfig | None = None) -> None:
         self.config = config or BaselineConfig()
         c = self.config
-        self.word_vec = TfidfVectorizer(analyzer=_WordAnalyzer(*c.word_ngrams), sublinear_tf=True,
-                                        min_df=c.min_df, max_features=c.max_word_features, dtype=np.float32)
-        self.char_vec = TfidfVectorizer(analyzer="char", ngram_range=c.char_ngrams, sublinear_tf=True,
-                                        min_df=c.min_df, max_features=c.max_char_features,
-                                        lowercase=True, dtype=np.float32)
+        self.text_features = TextFeatures(FeatureConfig(c.word_ngrams, c.char_ngrams, c.word_weight,
+                                                        c.max_word_features, c.max_char_features, c.min_df))
         self.labels: tuple[str, ...] = LABELS
         self.coef: np.ndarray | None = None
         self.intercept: np.ndarray | None = None
         self.meta: dict = {}
 
     # -- features -------------------------------------------------------------------------------
-    def _tokens(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None) -> Sequence[Sequence[str]]:
-        return tokens if tokens is not None else default_segmenter().cut_many(texts)
-
     def features(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None) -> sp.csr_matrix:
-        toks = self._tokens(texts, tokens)
-        return self._stack(self.word_vec.transform(toks), self.char_vec.transform(texts))
-
-    def _stack(self, words: sp.spmatrix, chars: sp.spmatrix) -> sp.csr_matrix:
-        return sp.hstack([words * np.float32(self.config.word_weight), chars], format="csr")
+        return self.text_features.transform(texts, tokens)
 
     # -- training -------------------------------------------------------------------------------
     def fit(self, texts: Sequence[str], labels: Sequence[str],
             tokens: Sequence[Sequence[str]] | None = None) -> BaselineSentiment:
-        toks = self._tokens(texts, tokens)
-        x = self._stack(self.word_vec.fit_transform(toks), self.char_vec.fit_transform(texts))
-        return self.fit_features(x, labels)
+        return self.fit_features(self.text_features.fit_transform(texts, tokens), labels)
 
     def fit_features(self, x: sp.csr_matrix, labels: Sequence[str],
                      sample_weight: np.ndarray | None = None) -> BaselineSentiment:
@@ -155,7 +123,7 @@ class BaselineSentiment:
     def top_features(self, label: str, k: int = 20) -> list[str]:
         """The ``k`` features with the largest weight towards ``label``."""
         assert self.coef is not None
-        names = list(self.word_vec.get_feature_names_out()) + list(self.char_vec.get_feature_names_out())
+        names = self.text_features.names()
         row = self.coef[self.labels.index(label)]
         return [names[i] for i in np.argsort(-row)[:k]]
 
@@ -170,13 +138,11 @@ class BaselineSentiment:
             "format": FORMAT,
             "labels": list(self.labels),
             "config": asdict(self.config),
-            "word_vocab": list(self.word_vec.get_feature_names_out()),
-            "char_vocab": list(self.char_vec.get_feature_names_out()),
+            **self.text_features.vocab_doc(),
             "meta": self.meta,
         }
         (out / "model.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
-        np.savez_compressed(out / "weights.npz", word_idf=self.word_vec.idf_.astype(np.float32),
-                            char_idf=self.char_vec.idf_.astype(np.float32),
+        np.savez_compressed(out / "weights.npz", **self.text_features.idf_arrays(),
                             coef=self.coef.astype(np.float16), intercept=self.intercept)
         return out
 
@@ -199,12 +165,10 @@ class BaselineSentiment:
                                 "char_ngrams": tuple(cfg["char_ngrams"])})
         model = cls(cfg)
         model.labels = tuple(doc["labels"])
-        for vec, vocab, idf in ((model.word_vec, doc["word_vocab"], arrays["word_idf"]),
-                                (model.char_vec, doc["char_vocab"], arrays["char_idf"])):
-            if len(vocab) != len(idf):
-                raise ModelLoadError(f"model artifact in {path} is corrupt: vocabulary and IDF sizes differ")
-            vec.vocabulary = {term: i for i, term in enumerate(vocab)}
-            vec.idf_ = idf
+        try:
+            model.text_features.restore(doc, arrays)
+        except ValueError as e:
+            raise ModelLoadError(f"model artifact in {path} is corrupt: {e}") from None
         n = len(doc["word_vocab"]) + len(doc["char_vocab"])
         if arrays["coef"].shape != (len(model.labels), n):
             raise ModelLoadError(f"model artifact in {path} is corrupt: coefficient shape {arrays['coef'].shape}")

@@ -85,11 +85,11 @@ def train_sentiment_baseline(options: TrainOptions, out_root: Path, log: Log = p
 
     best: tuple[float, BaselineSentiment, dict] | None = None
     base = BaselineSentiment(options.config)
-    x_train = base._stack(base.word_vec.fit_transform(train["tokens"]), base.char_vec.fit_transform(train["norm"]))
+    x_train = base.text_features.fit_transform(train["norm"].tolist(), train["tokens"].tolist())
     x_dev = base.features(dev["norm"].tolist(), dev["tokens"].tolist())
     for c in options.c_grid:
         model = BaselineSentiment(replace(options.config, C=c))
-        model.word_vec, model.char_vec = base.word_vec, base.char_vec
+        model.text_features = base.text_features
         weights = np.where(train["dataset"].to_numpy() == "aspects", options.aspect_weight, 1.0)
         model.fit_features(x_train, train["label"].tolist(), sample_weight=weights)
         model.calibrate(x_dev, dev["label"].tolist())
@@ -119,7 +119,7 @@ def train_sentiment_baseline(options: TrainOptions, out_root: Path, log: Log = p
         "train_rows": int(len(train)), "options": {**asdict(options), "config": asdict(model.config)},
         "metrics": {"dev": dev_metrics, "dev_score": dev_score(dev_metrics), "test": test_metrics,
                     "ood_probe": probe},
-        "features": {"word": len(model.word_vec.vocabulary_), "char": len(model.char_vec.vocabulary_)},
+        "features": {"word": len(model.text_features.word_vec.idf_), "char": len(model.text_features.char_vec.idf_)},
     }
     out = model.save(out_root / version, meta=meta)
     write_model_card(out, meta, top_features={lab: model.top_features(lab, 15) for lab in model.labels},
