@@ -1,0 +1,133 @@
+"""Per-topic sentiment: each topic a text mentions gets the polarity of the clauses that carry it.
+
+"配送很快，但是质量太差" is positive about logistics and negative about product quality. For every
+(text, topic) pair the text is split into clauses (:func:`nlp.clauses.split_clauses`); the topic's
+clauses are those with one of its keywords or a lexical topic score above the key's threshold (at
+least the best-scoring clause); a clause too short to hold an opinion ("这个价格") takes the next one
+with it. When that selection is the whole text the topic gets the text's own sentiment; otherwise
+the sentiment model scores the selected clauses. Nothing is trained here: the quality comes from
+the sentiment model and the topic model's lexical view, and is measured on the aspect sets'
+held-out per-aspect polarities (``models.train_topics``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.ensemble import blend
+from models.topics import TopicModel
+from nlp import Taxonomy
+from nlp.clauses import CONTRAST, split_clauses
+
+LABELS = ("neg", "neu", "pos")
+SHORT_CLAUSE = 6   # a selected clause this short takes the following clause along (its opinion)
+
+
+@dataclass(frozen=True)
+class TopicSentiment:
+    topic: str
+    sentiment: str      # neg | neu | pos
+    score: float        # P(pos) − P(neg) of the text the polarity was read from
+
+
+def _focus(clauses: list[str], selected: list[int]) -> list[int]:
+    """The selected clauses, each short one with the clause after it unless that one turns the
+    opinion (starts with 但是, 不过 …)."""
+    out: set[int] = set()
+    for i in selected:
+        out.add(i)
+        if (len(clauses[i]) <= SHORT_CLAUSE and i + 1 < len(clauses)
+                and not clauses[i + 1].startswith(CONTRAST)):
+            out.add(i + 1)
+    return sorted(out)
+
+
+def topic_sentiments(texts: Sequence[str], topics: Sequence[Sequence[str]], doc_proba: np.ndarray,
+                     score: Callable[[list[str]], np.ndarray], topic_model: TopicModel | None,
+                     taxonomy: Taxonomy, labels: Sequence[str] = LABELS,
+                     clause_weight: float | None = None) -> list[list[TopicSentiment]]:
+    """Per row, one :class:`TopicSentiment` per topic in ``topics`` (same order).
+
+    ``doc_proba`` holds the texts' own sentiment probabilities (columns in ``labels`` order);
+    ``score`` maps extra texts (selected clauses) to probabilities in the same layout. A topic read
+    from its clauses gets ``softmax(w·log p_clauses + (1 − w)·log p_text)``, ``w = clause_weight``
+    (default: the topic model's, tuned on dev), so the text's context still counts."""
+    w = clause_weight if clause_weight is not None else (topic_model.clause_weight if topic_model else 1.0)
+    li = {lab: i for i, lab in enumerate(labels)}
+    plan: list[list[tuple[str, int | None]]] = []     # per row: (topic, index into extra texts or None)
+    extra: list[str] = []
+    clause_rows: list[tuple[int, list[str]]] = []
+    for i, (text, keys) in enumerate(zip(texts, topics, strict=True)):
+        if keys:
+            clauses = split_clauses(text)
+            if len(clauses) > 1:
+                clause_rows.append((i, clauses))
+    lexical: dict[int, np.ndarray] = {}
+    if topic_model is not None and clause_rows:
+        flat = [c for _, cs in clause_rows for c in cs]
+        p = topic_model.lexical_proba(flat)
+        pos = 0
+        for i, cs in clause_rows:
+            lexical[i] = p[pos:pos + len(cs)]
+            pos += len(cs)
+    clauses_of = dict(clause_rows)
+    key_index = {k: j for j, k in enumerate(topic_model.keys)} if topic_model is not None else {}
+    for i, keys in enumerate(topics):
+        row: list[tuple[str, int | None]] = []
+        clauses = clauses_of.get(i)
+        if clauses is not None:
+            evidence = [taxonomy.match_evidence(cl) for cl in clauses]   # once per clause, not per topic
+            if i in lexical:
+                assert topic_model is not None
+                scores = lexical[i]
+                above = (scores >= topic_model.thresholds).T.tolist()    # per key: clause above threshold
+                best = scores.argmax(axis=0).tolist()                     # per key: best-scoring clause
+        for key in keys:
+            if clauses is None:
+                row.append((key, None))
+                continue
+            hits = [c for c, ev in enumerate(evidence) if key in ev]
+            if i in lexical and key in key_index:
+                j = key_index[key]
+                hits += [c for c, up in enumerate(above[j]) if up and c not in hits]
+                if not hits:
+                    hits = [best[j]]
+            chosen = _focus(clauses, hits)
+            if not hits or len(chosen) == len(clauses):
+                row.append((key, None))
+            else:
+                row.append((key, len(extra)))
+                extra.append("，".join(clauses[c] for c in chosen))
+        plan.append(row)
+    extra_proba = score(extra) if extra else np.zeros((0, len(labels)), np.float32)
+    # every (row, topic) at once: the text's own probabilities, or their blend with its clauses'
+    pairs = [(i, k) for i, row in enumerate(plan) for _, k in row]
+    own = [n for n, (_, k) in enumerate(pairs) if k is None]
+    mixed = [n for n, (_, k) in enumerate(pairs) if k is not None]
+    read: dict[int, tuple[str, float]] = {}
+    if own:
+        read.update(_read(own, doc_proba[[pairs[n][0] for n in own]], labels, li))
+    if mixed:
+        read.update(_read(mixed, blend([extra_proba[[pairs[n][1] for n in mixed]],
+                                        doc_proba[[pairs[n][0] for n in mixed]]], (w, 1 - w)), labels, li))
+    out: list[list[TopicSentiment]] = []
+    n = 0
+    for row in plan:
+        res = []
+        for key, _ in row:
+            label, sc = read[n]
+            res.append(TopicSentiment(key, label, round(sc, 4)))
+            n += 1
+        out.append(res)
+    return out
+
+
+def _read(members: list[int], p: np.ndarray, labels: Sequence[str], li: dict[str, int]) -> dict[int, tuple[str, float]]:
+    """(label, P(pos) − P(neg)) of each probability row, keyed by ``members``."""
+    names = np.asarray(labels)[p.argmax(axis=1)].tolist()
+    scores = (p[:, li["pos"]] - p[:, li["neg"]]).tolist()
+    return dict(zip(members, zip(names, scores, strict=True), strict=True))
+
