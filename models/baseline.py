@@ -32,6 +32,21 @@ class ModelLoadError(RuntimeError):
     """A model artifact that is missing, corrupt or of an unknown format; names the path."""
 
 
+def read_artifact(path: Path, keys: tuple[str, ...] | None = None,
+                  what: str = "model artifact") -> tuple[dict, dict[str, np.ndarray]]:
+    """``model.json`` and the arrays of ``weights.npz`` (``keys``, default all) of a linear model's
+    folder, never unpickling; a missing or corrupt file raises ``ModelLoadError`` naming it."""
+    try:
+        doc = json.loads((path / "model.json").read_text(encoding="utf-8"))
+        with np.load(path / "weights.npz", allow_pickle=False) as w:
+            arrays = {k: w[k] for k in (keys or w.files)}
+    except FileNotFoundError as e:
+        raise ModelLoadError(f"{what} incomplete: {e.filename} is missing") from None
+    except (ValueError, OSError, KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{what} in {path} is corrupt: {e}") from None
+    return doc, arrays
+
+
 @dataclass(frozen=True)
 class BaselineConfig:
     """Feature and model options of the baseline (stored with the artifact)."""
@@ -150,14 +165,7 @@ class BaselineSentiment:
     def load(cls, folder: str | Path) -> BaselineSentiment:
         """Load an artifact written by :meth:`save`; any problem raises ``ModelLoadError`` naming it."""
         path = Path(folder)
-        try:
-            doc = json.loads((path / "model.json").read_text(encoding="utf-8"))
-            with np.load(path / "weights.npz", allow_pickle=False) as w:
-                arrays = {k: w[k] for k in ("word_idf", "char_idf", "coef", "intercept")}
-        except FileNotFoundError as e:
-            raise ModelLoadError(f"model artifact incomplete: {e.filename} is missing") from None
-        except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
-            raise ModelLoadError(f"model artifact in {path} is corrupt: {e}") from None
+        doc, arrays = read_artifact(path, ("word_idf", "char_idf", "coef", "intercept"))
         if doc.get("format") != FORMAT:
             raise ModelLoadError(f"{path / 'model.json'} has format {doc.get('format')!r}, expected {FORMAT!r}")
         cfg = doc["config"]

@@ -1,8 +1,20 @@
 """Batch prediction: one call turns normalised texts into every NLP column cxloop stores.
 
-``Analyzer`` bundles a sentiment model, the taxonomy and the segmenter. ``analyze(texts)`` returns
-a column dict (tokens, keywords, sentiment, score, class probabilities, topics, model_version),
-ready to become an Arrow table; the warehouse and ``cxloop predict`` both use it.
+``Analyzer`` bundles the sentiment model, the topic model, the taxonomy, the segmenter, the emotion
+lexicon and the urgency rules. ``analyze(texts)`` returns a column dict ready to become an Arrow
+table; the warehouse and ``cxloop predict`` both use it.
+
+* **topics** — the topic model's keys joined with the keyword rules' (see :meth:`Analyzer.topics_of`);
+  a key the model does not know (added to ``taxonomy.yaml`` later, e.g. an accepted emerging topic)
+  is matched by its keywords.
+* **topic_sentiments** — each topic's own polarity (``models.topic_sentiment``).
+* **emotion**, **urgent** / **urgency_reasons** — ``nlp.emotion`` and ``nlp.urgency``; a positive
+  text is never urgent ("感谢帮我拦住了诈骗").
+* **model_version** — the *analysis* version: sentiment model + topic model + taxonomy fingerprint,
+  so changing any of them re-scores stored rows on the next ``enrich``.
+
+When the sentiment model contains the transformer whose embeddings a semantic topic model reads,
+the encoder runs once per batch for both.
 """
 
 from __future__ import annotations
@@ -13,43 +25,130 @@ from pathlib import Path
 
 import numpy as np
 
-from models.registry import SentimentModel, load_sentiment_model, model_version_of, resolve_model
-from nlp import Segmenter, Taxonomy, default_segmenter, default_taxonomy, keywords
+from models.registry import (
+    SentimentModel,
+    encoder_dir_for,
+    load_sentiment_model,
+    load_topic_model,
+    model_version_of,
+    resolve_model,
+)
+from models.topic_sentiment import topic_sentiments
+from models.topics import TopicModel
+from nlp import (
+    EmotionLexicon,
+    Segmenter,
+    Taxonomy,
+    default_emotion_lexicon,
+    default_segmenter,
+    default_taxonomy,
+    detect_urgency,
+    keywords,
+)
+
+KEYWORD_TOPICS = "keywords"   # --topics keywords: keyword rules only, no topic model
+
+
+def analysis_version(sentiment_version: str, topic_version: str | None, taxonomy: Taxonomy) -> str:
+    return f"{sentiment_version}+{topic_version or KEYWORD_TOPICS}+tax-{taxonomy.fingerprint}"
+
+
+def resolve_topic_model(topics: str | None, models_home: Path | None) -> Path | None:
+    """The topic model folder for ``topics`` (None: the current one; ``keywords``: none)."""
+    if topics == KEYWORD_TOPICS:
+        return None
+    return resolve_model(topics, models_home, task="topics")
+
+
+def current_analysis_version(models_home: Path | None, model: str | None, taxonomy: Taxonomy,
+                             topics: str | None = None) -> str:
+    """The ``model_version`` that rows scored now carry (without loading any model)."""
+    topic_dir = resolve_topic_model(topics, models_home)
+    return analysis_version(model_version_of(resolve_model(model, models_home)),
+                            model_version_of(topic_dir) if topic_dir else None, taxonomy)
+
+
+def _find_encoder(model: object, version: str):
+    """The transformer inside a sentiment model (itself or an ensemble member) with ``version``."""
+    for m in [model, *getattr(model, "members", [])]:
+        if hasattr(m, "embed") and getattr(m, "meta", {}).get("model_version") == version:
+            return m
+    return None
 
 
 @dataclass
 class Analyzer:
-    """Sentiment + topics + keywords for batches of normalised text."""
+    """Sentiment, topics with their own polarity, emotion, urgency and keywords for batches of text."""
 
     model: SentimentModel
     model_version: str
     taxonomy: Taxonomy
     segmenter: Segmenter
+    topic_model: TopicModel | None = None
+    encoder: object | None = None          # the transformer a semantic topic model reads
+    emotions: EmotionLexicon | None = None
 
     @classmethod
     def load(cls, model: str | None = None, models_home: Path | None = None,
-             taxonomy: Taxonomy | None = None, cache_root: Path | None = None, quantize: bool = False) -> Analyzer:
-        """Load the model named ``model`` (see :func:`models.registry.resolve_model`); ``cache_root``
-        holds converted base encoders, ``quantize`` serves a transformer in dynamic int8."""
+             taxonomy: Taxonomy | None = None, cache_root: Path | None = None, quantize: bool = False,
+             topics: str | None = None) -> Analyzer:
+        """Load the sentiment model named ``model`` (see :func:`models.registry.resolve_model`) and the
+        topic model ``topics`` (default the current one; ``keywords`` for keyword rules only);
+        ``cache_root`` holds converted base encoders, ``quantize`` serves transformers in dynamic int8."""
+        tax = taxonomy or default_taxonomy()
         path = resolve_model(model, models_home)
-        return cls(load_sentiment_model(path, cache_root, quantize=quantize), model_version_of(path),
-                   taxonomy or default_taxonomy(), default_segmenter())
+        sentiment = load_sentiment_model(path, cache_root, quantize=quantize)
+        topic_dir = resolve_topic_model(topics, models_home)
+        topic_model = load_topic_model(topic_dir) if topic_dir else None
+        encoder = None
+        if topic_model is not None and topic_model.semantic and topic_model.encoder:
+            encoder = _find_encoder(sentiment, topic_model.encoder["model_version"])
+            if encoder is None:
+                encoder = load_sentiment_model(encoder_dir_for(topic_dir, topic_model.encoder, models_home),
+                                               cache_root, quantize=quantize)
+        version = analysis_version(model_version_of(path), topic_model.model_version if topic_model else None, tax)
+        return cls(sentiment, version, tax, default_segmenter(), topic_model, encoder, default_emotion_lexicon())
+
+    def topics_of(self, texts: Sequence[str], tokens: Sequence[Sequence[str]],
+                  embeddings: np.ndarray | None) -> list[list[str]]:
+        """Taxonomy keys per text, in taxonomy order: the topic model's keys and the keyword rules'
+        (a text that says 快递 is about logistics whatever the model thinks; the model adds the
+        topics worded without keywords). Keys the model does not know come from the rules alone."""
+        rules = [self.taxonomy.match(t) for t in texts]
+        if self.topic_model is None:
+            return rules
+        learned = self.topic_model.decide(self.topic_model.proba(texts, tokens, embeddings))
+        order = self.taxonomy.keys
+        return [[k for k in order if k in m or k in r] for m, r in zip(learned, rules, strict=True)]
 
     def analyze(self, texts: Sequence[str]) -> dict[str, list]:
         """NLP columns for already-normalised ``texts`` (same order)."""
         tokens = self.segmenter.cut_many(texts)
-        proba = self.model.predict_proba(texts, tokens)
+        embeddings = self.encoder.embed(texts, remember=True) if self.encoder is not None and len(texts) else None
+        proba = self.model.predict_proba(texts, tokens)   # a shared encoder reuses ``embeddings``
         labels = np.asarray(self.model.labels)
         idx = {lab: i for i, lab in enumerate(self.model.labels)}
         p_neg, p_neu, p_pos = (proba[:, idx[k]] for k in ("neg", "neu", "pos"))
+        sentiment = labels[proba.argmax(axis=1)].tolist() if len(texts) else []
+        topics = self.topics_of(texts, tokens, embeddings)
+        per_topic = topic_sentiments(texts, topics, proba, lambda xs: self.model.predict_proba(xs),
+                                     self.topic_model, self.taxonomy, self.model.labels)
+        emotions = (self.emotions or default_emotion_lexicon()).classify_many(texts, sentiment)
+        reasons = [detect_urgency(t) if s != "pos" else [] for t, s in zip(texts, sentiment, strict=True)]
         return {
             "tokens": tokens,
             "keywords": [keywords(t) for t in tokens],
-            "sentiment": labels[proba.argmax(axis=1)].tolist() if len(texts) else [],
+            "sentiment": sentiment,
             "sentiment_score": np.round(p_pos - p_neg, 4).tolist(),
             "p_neg": np.round(p_neg, 4).tolist(),
             "p_neu": np.round(p_neu, 4).tolist(),
             "p_pos": np.round(p_pos, 4).tolist(),
-            "topics": [self.taxonomy.match(t) for t in texts],
+            "topics": topics,
+            "topic_sentiments": [[{"topic": t.topic, "sentiment": t.sentiment, "score": t.score} for t in row]
+                                 for row in per_topic],
+            "emotion": [e for e, _ in emotions],
+            "emotion_evidence": [ev for _, ev in emotions],
+            "urgent": [bool(r) for r in reasons],
+            "urgency_reasons": reasons,
             "model_version": [self.model_version] * len(texts),
         }

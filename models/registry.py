@@ -21,10 +21,12 @@ from models.baseline import FORMAT as BASELINE_FORMAT
 from models.baseline import BaselineSentiment, ModelLoadError
 from models.e5_base import default_cache_root
 from models.ensemble import FORMAT as ENSEMBLE_FORMAT
+from models.topics import TopicModel
 from models.transformer import FORMAT as TRANSFORMER_FORMAT
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "artifacts"
-SHIPPED = {"sentiment": "sentiment-ensemble"}   # the default: best on dev and test (see README)
+SHIPPED = {"sentiment": "sentiment-ensemble",   # the default: best on dev and test (see README)
+           "topics": "topics"}
 KIND_FORMATS = {"baseline": BASELINE_FORMAT, "transformer": TRANSFORMER_FORMAT, "ensemble": ENSEMBLE_FORMAT}
 KIND_SHIPPED = {"baseline": "sentiment-baseline", "transformer": "sentiment-transformer",
                 "ensemble": "sentiment-ensemble"}
@@ -95,7 +97,7 @@ def resolve_model(name: str | None = None, models_home: Path | None = None, task
     model_version under ``models_home``, or a folder path."""
     if name is None:
         return promoted(models_home, task) or SHIPPED_DIR / SHIPPED[task]
-    if name in KINDS:
+    if name in KINDS and task == "sentiment":
         current = promoted(models_home, task)
         if current is not None and _read_json(current / "model.json").get("format") == KIND_FORMATS[name]:
             return current
@@ -137,3 +139,25 @@ def load_sentiment_model(path: str | os.PathLike[str], cache_root: Path | None =
         from models.ensemble import EnsembleSentiment
         return EnsembleSentiment.load(p, lambda member: load_sentiment_model(member, cache_root, quantize))
     raise ModelLoadError(f"{p / 'model.json'}: unknown model format {fmt!r}")
+
+
+def load_topic_model(path: str | os.PathLike[str]) -> TopicModel:
+    """Load a topic model artifact (``models.topics``)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise ModelLoadError(f"topic model folder not found: {p}")
+    return TopicModel.load(p)
+
+
+def encoder_dir_for(topic_dir: Path, encoder: dict, models_home: Path | None) -> Path:
+    """The folder of the sentiment transformer whose embeddings a semantic topic model reads: beside
+    the topic model (shipped or trained), else a version under ``models_home``."""
+    for candidate in (topic_dir.parent / encoder.get("name", ""), *(
+            [models_home / encoder["model_version"]] if models_home is not None else [])):
+        if (candidate / "model.json").exists() and model_version_of(candidate) == encoder["model_version"]:
+            return candidate
+    for candidate in SHIPPED_DIR.iterdir():
+        if (candidate / "model.json").exists() and model_version_of(candidate) == encoder["model_version"]:
+            return candidate
+    raise ModelLoadError(f"topic model {topic_dir} reads embeddings of {encoder['model_version']}, "
+                         f"which is neither beside it nor under {models_home}")

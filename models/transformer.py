@@ -122,6 +122,7 @@ class TransformerSentiment:
         self.base = base or {}
         self.meta = meta or {}
         self.quantized = False
+        self._memo: tuple[tuple[str, ...], np.ndarray] | None = None
 
     @classmethod
     def from_base(cls, base: str | None, cache_root: Path, max_length: int = 128) -> TransformerSentiment:
@@ -150,22 +151,49 @@ class TransformerSentiment:
             mask[r, :len(x)] = 1
         return input_ids, mask
 
-    def logits(self, texts: Sequence[str], batch_size: int = 64, max_tokens: int = 4096,
-               progress=None) -> np.ndarray:
-        """Raw head outputs, in input order, computed in length-sorted batches."""
+    def embed(self, texts: Sequence[str], batch_size: int = 64, max_tokens: int = 4096,
+              progress=None, remember: bool = False) -> np.ndarray:
+        """Mean-pooled sentence embeddings (n, hidden), in input order, computed in length-sorted
+        batches. The sentiment head and a semantic topic model both read them: a batch embedded
+        with ``remember`` (serving only, never while weights change) is reused when the same texts
+        come back, so the encoder runs once for both."""
         import torch
+        key = tuple(texts)
+        if self._memo is not None and self._memo[0] == key:
+            return self._memo[1]
         torch.set_num_threads(cpu_threads())
         ids = self.encode(texts)
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        out = np.zeros((len(texts), self.net.encoder.config.hidden_size), dtype=np.float32)
         self.net.eval()
         with torch.inference_mode():
             device = next(self.net.parameters()).device
             for batch in length_batches([len(x) for x in ids], batch_size, max_tokens):
                 input_ids, mask = self.collate([ids[i] for i in batch])
-                out[batch] = self.net(input_ids.to(device), mask.to(device)).float().cpu().numpy()
+                out[batch] = self.net.pooled(input_ids.to(device), mask.to(device)).float().cpu().numpy()
                 if progress is not None:
                     progress(len(batch))
+        if remember:
+            self._memo = (key, out)
         return out
+
+    def head_logits(self, embeddings: np.ndarray) -> np.ndarray:
+        """The sentiment head on pooled embeddings (what :meth:`logits` applies)."""
+        import torch
+        head = self.net.heads["sentiment"]
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
+            w = next(head.parameters())
+            return head(x.to(w.device, w.dtype)).float().cpu().numpy()
+
+    def logits(self, texts: Sequence[str], batch_size: int = 64, max_tokens: int = 4096,
+               progress=None) -> np.ndarray:
+        """Raw head outputs, in input order."""
+        if len(texts) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return self.head_logits(self.embed(texts, batch_size, max_tokens, progress))
+
+    def proba_from_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        return softmax(self.head_logits(embeddings) / self.temperature)
 
     def predict_proba(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None,
                       batch_size: int = 64) -> np.ndarray:
@@ -183,6 +211,7 @@ class TransformerSentiment:
                                                                and "attention" not in name)}
         self.net.encoder = quantize_dynamic(self.net.encoder, names, dtype=torch.qint8)
         self.quantized = True
+        self._memo = None
         return self
 
     # -- persistence -------------------------------------------------------------------------------

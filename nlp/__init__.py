@@ -1,25 +1,56 @@
 """Pure text processing for Chinese customer feedback (no database, no Prefect).
 
     >>> from nlp import normalize_text, redact, default_segmenter, default_taxonomy
+    >>> from nlp import default_emotion_lexicon, detect_urgency
 """
 
+from nlp.emotion import (
+    EMOTIONS,
+    EmotionLexicon,
+    EmotionLexiconError,
+    default_emotion_lexicon,
+    load_emotion_lexicon,
+)
 from nlp.normalize import dedup_key, normalize_many, normalize_text
 from nlp.pii import Redaction, redact, redact_many
 from nlp.segment import Segmenter, corpus_keywords, default_segmenter, keywords
 from nlp.taxonomy import Taxonomy, TaxonomyError, Topic, default_taxonomy, load_taxonomy
+from nlp.urgency import (
+    URGENCY_CATEGORIES,
+    URGENT_PATTERN,
+    UrgencyRules,
+    UrgencyRulesError,
+    default_urgency_rules,
+    detect_urgency,
+    is_urgent,
+    load_urgency_rules,
+)
 
 __all__ = [
+    "EMOTIONS",
+    "URGENCY_CATEGORIES",
+    "URGENT_PATTERN",
+    "EmotionLexicon",
+    "EmotionLexiconError",
     "Redaction",
     "Segmenter",
     "Taxonomy",
     "TaxonomyError",
     "Topic",
+    "UrgencyRules",
+    "UrgencyRulesError",
     "corpus_keywords",
     "dedup_key",
+    "default_emotion_lexicon",
     "default_segmenter",
     "default_taxonomy",
+    "default_urgency_rules",
+    "detect_urgency",
+    "is_urgent",
     "keywords",
+    "load_emotion_lexicon",
     "load_taxonomy",
+    "load_urgency_rules",
     "normalize_many",
     "normalize_text",
     "redact",

@@ -8,6 +8,7 @@ these keys, names, stages and teams.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -75,6 +76,12 @@ class Taxonomy:
     @property
     def keys(self) -> list[str]:
         return list(self.topics)
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the keys and keywords: rows matched under another taxonomy are re-scored."""
+        doc = "\n".join(f"{t.key}:{'|'.join(t.keywords)}" for t in self.topics.values())
+        return hashlib.sha1(doc.encode()).hexdigest()[:8]
 
     def match(self, text: str) -> list[str]:
         """Topic keys whose keywords occur in ``text`` (taxonomy order)."""

@@ -11,7 +11,7 @@ baseline; weeks without mentions count as 0). A cell needs ``MIN_HISTORY`` basel
   bigger jump (quasi-Poisson). Raised when p < α, x ≥ ``alert_min_count`` and x ≥ 2λ (λ = S/n).
 * **rate spike** — the negative share against the baseline's with a one-sided Fisher exact test,
   when the week has ≥ 10 mentions, the baseline ≥ 20, the rate is up ≥ 20 points and p < α.
-* **urgent** — any negative mention with urgent wording (``pipelines.urgency``) in the week.
+* **urgent** — any negative mention with urgent wording (``nlp.urgency``) in the week.
 
 On steady Poisson or binomial noise the default α = 0.001 raises alerts on well under 0.1 % of
 the cells tested (measured in tests/test_loop_alerts.py). An alert's id is a hash of (kind, week,
@@ -32,7 +32,6 @@ from datetime import date, datetime, timedelta
 from pipelines.backlog import CHANNEL_NAMES
 from pipelines.config import LoopConfig
 from pipelines.stats import binom_sf, fisher_less
-from pipelines.urgency import URGENT_PATTERN
 from pipelines.warehouse import Warehouse
 from pipelines.webhook import WebhookError, post_json
 
@@ -157,10 +156,11 @@ def _row(key_kind: str, kind: str, week: date, topic: str, channel: str, observe
 
 def _urgent_quotes(wh: Warehouse, topic: str, week: date) -> list[str]:
     rows = wh.query("""SELECT f.text FROM feedback f JOIN feedback_nlp n USING (feedback_id)
-                       WHERE n.sentiment = 'neg' AND list_contains(n.topics, ?) AND regexp_matches(f.text, ?)
-                         AND CAST(date_trunc('week', f.created_at) AS DATE) = ?
+                       WHERE n.urgent AND len(list_filter(n.topic_sentiments,
+                                                          x -> x.topic = $1 AND x.sentiment = 'neg')) > 0
+                         AND CAST(date_trunc('week', f.created_at) AS DATE) = $2
                        ORDER BY f.pii_found IS NOT NULL, f.created_at, f.feedback_id LIMIT 3""",
-                    [topic, URGENT_PATTERN, week])
+                    [topic, week])
     return rows.column("text").to_pylist()
 
 

@@ -6,8 +6,10 @@
     cxloop painpoints              the ranked pain points of the latest week
     cxloop backlog [list|show|assign|set-status|note]   the improvement backlog and its lifecycle
     cxloop alerts / verify / drivers   spike alerts, verification of fixes, NPS/CSAT drivers
+    cxloop taxonomy [show|suggest|accept|dismiss]   the topics in use; new topics from uncovered complaints
     cxloop predict IN -o OUT       score a file without touching the warehouse
     cxloop train sentiment         train, evaluate, register, promote if better
+    cxloop train topics            the topic model (taxonomy keys, each with its own polarity)
     cxloop sql "SELECT …"          read-only SQL on the warehouse
     cxloop report -o report.html   the HTML report for CX leads (one self-contained file)
 
@@ -68,7 +70,8 @@ def _settings(home: Path | None, db: Path | None, taxonomy: Path | None = None) 
     prepare_prefect_env(settings)
     if taxonomy:  # flows resolve their settings again: the environment carries the choice to them
         os.environ["CXLOOP_TAXONOMY"] = str(settings.taxonomy_path)
-        _run(settings.load_taxonomy)  # a broken taxonomy fails before anything runs
+    if settings.taxonomy_file():  # given or HOME/taxonomy.yaml: a broken taxonomy fails before anything runs
+        _run(settings.load_taxonomy)
     return settings
 
 
@@ -281,6 +284,16 @@ def _register_loop_commands() -> None:
 _register_loop_commands()
 
 
+def _register_taxonomy_commands() -> None:
+    """taxonomy show|suggest|accept|dismiss (pipelines/cli_taxonomy.py)."""
+    from pipelines.cli_taxonomy import register
+
+    register(app, _run)
+
+
+_register_taxonomy_commands()
+
+
 @app.command()
 def report(output: Annotated[Path | None, typer.Option("-o", "--output", help="HTML file to write "
                                                         "(default HOME/report.html).")] = None,
@@ -328,7 +341,7 @@ def predict(input: Annotated[Path, typer.Argument(help="CSV, JSONL, Parquet or E
             model: ModelOpt = None, home: HomeOpt = None, taxonomy: TaxOpt = None, text_col: TextCol = None,
             batch: Annotated[int, typer.Option(help="Rows per batch.")] = 2000) -> None:
     """Score a file without touching the warehouse: every input column plus sentiment,
-    sentiment_score, topics and model_version."""
+    sentiment_score, topics, topic_sentiments, emotion, urgent, urgency_reasons and model_version."""
     settings = Settings.resolve(home, None, taxonomy)
     from pipelines.predict_file import predict_file
 
@@ -368,6 +381,35 @@ def train_sentiment(model: Annotated[str, typer.Option("--model", help="Model ki
     console.print(f"trained {r['model_version']}: test binary accuracy {t['binary']['accuracy']:.4f}, "
                   f"3-class accuracy {t['three_class']['accuracy']:.4f}; dev score {r['dev_score']:.4f} vs "
                   f"current {r['current_dev_score']:.4f} → {'promoted' if r['promoted'] else 'not promoted'}\n"
+                  f"model card: {Path(r['path']) / 'MODEL_CARD.md'}")
+
+
+@train_app.command("topics")
+def train_topics(model: Annotated[str, typer.Option("--model", help="Topic model kind: semantic (reads the "
+                                                    "current transformer's embeddings) or lexical.")] = "semantic",
+                 data: Annotated[Path | None, typer.Option(help="Shared data folder (default ../shared/data).")] = None,
+                 max_rows: Annotated[int | None, typer.Option(help="Weak-label rows from the review corpus.")] = None,
+                 promote: Annotated[bool, typer.Option(help="Promote if better on dev.")] = True,
+                 ship: Annotated[bool, typer.Option(help="Also replace the shipped default (maintainers).")] = False,
+                 home: HomeOpt = None, db: DbOpt = None, taxonomy: TaxOpt = None) -> None:
+    """Train the topic model on the aspect sets (mapped onto the taxonomy) and weak labels; evaluate
+    topic F1 and per-topic sentiment on test; promote if better on dev."""
+    from pipelines.flows import TOPIC_KINDS
+    settings = _settings(home, db, taxonomy)
+    if model not in TOPIC_KINDS:
+        err.print(f"[bold red]error:[/] unknown topic model kind {model!r} (available: {', '.join(TOPIC_KINDS)})")
+        raise typer.Exit(1)
+    from models.data import shared_data_dir
+    from pipelines.flows import train_flow
+
+    data_dir = str(_run(lambda: shared_data_dir(data)))
+    r = _run(lambda: train_flow(task_name="topics", kind=model, data_dir=data_dir, max_rows=max_rows,
+                                db=str(settings.db_path), home=str(settings.home), promote_if_better=promote,
+                                ship=ship))
+    scores = "; ".join(f"{d} micro-F1 {v['micro_f1']:.4f}" for d, v in r["test"].items())
+    current = "none" if r["current_dev_score"] is None else f"{r['current_dev_score']:.4f}"
+    console.print(f"trained {r['model_version']}: test {scores}; dev score {r['dev_score']:.4f} vs current "
+                  f"{current} → {'promoted' if r['promoted'] else 'not promoted'}\n"
                   f"model card: {Path(r['path']) / 'MODEL_CARD.md'}")
 
 

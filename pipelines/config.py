@@ -5,6 +5,10 @@ installed elsewhere) holds the run-time state: the DuckDB file ``cx.duckdb``, tr
 versions under ``models/``, the converted base encoder under ``cache/`` (``CXLOOP_CACHE`` moves it),
 Prefect's home ``.prefect/``, and the pseudonymisation salt. ``--db`` or
 ``CXLOOP_DB`` point at another DuckDB file.
+
+The taxonomy in use is, in this order: ``--taxonomy`` / ``CXLOOP_TAXONOMY``; else
+``CXLOOP_HOME/taxonomy.yaml`` when it exists (``cxloop taxonomy accept`` creates it); else the
+shipped ``nlp/resources/taxonomy.yaml``.
 """
 
 from __future__ import annotations
@@ -49,9 +53,22 @@ class Settings:
             kwargs["home"] = Path(home)
         return cls(db_path=Path(db) if db else None, taxonomy_path=Path(taxonomy) if taxonomy else None, **kwargs)
 
+    @property
+    def home_taxonomy_path(self) -> Path:
+        """The user's own taxonomy, ``HOME/taxonomy.yaml`` (used when it exists and no path is given)."""
+        return self.home / "taxonomy.yaml"
+
+    def taxonomy_file(self) -> Path | None:
+        """The taxonomy file in use: ``--taxonomy``/``CXLOOP_TAXONOMY``, else ``HOME/taxonomy.yaml``
+        when it exists, else None (the shipped default)."""
+        if self.taxonomy_path:
+            return self.taxonomy_path
+        return self.home_taxonomy_path if self.home_taxonomy_path.is_file() else None
+
     def load_taxonomy(self) -> Taxonomy:
-        """The taxonomy in use: ``--taxonomy``/``CXLOOP_TAXONOMY`` or the shipped default."""
-        return load_taxonomy(self.taxonomy_path) if self.taxonomy_path else default_taxonomy()
+        """The taxonomy in use (:meth:`taxonomy_file`, else the shipped default)."""
+        path = self.taxonomy_file()
+        return load_taxonomy(path) if path else default_taxonomy()
 
     @property
     def sample_dir(self) -> Path:
@@ -93,6 +110,20 @@ def prepare_prefect_env(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("CXLOOP_JIEBA_CACHE", str(settings.home))
+
+
+def worker_count() -> int:
+    """Processes that score texts in ``enrich`` (baseline model): ``CXLOOP_WORKERS``, else the cores
+    this process may use; ``1`` scores in-process."""
+    raw = os.environ.get("CXLOOP_WORKERS", "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"CXLOOP_WORKERS={raw!r} is not a whole number of processes (1 or more)")
+        return int(raw)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _env_num(name: str, default: float, cast: type = float) -> float:

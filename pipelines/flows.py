@@ -15,9 +15,10 @@ from pathlib import Path
 
 from prefect import flow
 
-from models.registry import KIND_SHIPPED, KINDS, SHIPPED_DIR, model_version_of, promote, resolve_model
+from models.registry import KIND_SHIPPED, KINDS, SHIPPED, SHIPPED_DIR, model_version_of, promote, resolve_model
 from models.train import TrainOptions, train_sentiment_baseline
 from pipelines.config import Settings
+from pipelines.emerging import suggest_topics_flow
 from pipelines.enrich import enrich_flow
 from pipelines.ingest import ingest_flow
 from pipelines.painpoints import pain_points_flow
@@ -31,7 +32,8 @@ from pipelines.warehouse import Warehouse
 def cx_loop_flow(paths: list[str] | None = None, db: str | None = None, home: str | None = None,
                  model: str | None = None, top_n: int = 10, columns: dict | None = None,
                  source: str | None = None, channel: str | None = None) -> dict:
-    """The main job: ingest → enrich → pain points → alerts → backlog → verify → report. ``paths`` default to
+    """The main job: ingest → enrich → pain points → alerts → backlog → verify → report → topic suggestions
+    (complaints no taxonomy topic covers, clustered into ``topic_candidates``). ``paths`` default to
     the sample data, whose story's fixes are then recorded in the backlog before verification."""
     settings = Settings.resolve(home, db)
     paths = paths or [str(settings.sample_dir)]
@@ -42,19 +44,23 @@ def cx_loop_flow(paths: list[str] | None = None, db: str | None = None, home: st
     ranked = pain_points_flow(model=model, top_n=top_n, **common)
     verified = verify_flow(sample_story=sample_story, **common)
     reported = report_flow(**common)  # read-only: $CXLOOP_HOME/report.html for CX leads
-    logger().info("cx_loop finished: %s stored, %s scored, %s new alerts, %s backlog items, %s verified, %s reopened",
-                  ingested["counts"]["stored"], enriched["scored"], ranked["alerts_new"], ranked["backlog_items"],
-                  verified["verified"], verified["reopened"])
-    return {"ingest": ingested, "enrich": enriched, "pain_points": ranked, "verify": verified, "report": reported}
+    suggested = suggest_topics_flow(**common)  # candidate topics for `cxloop taxonomy suggest|accept`
+    logger().info("cx_loop finished: %s stored, %s scored, %s new alerts, %s backlog items, %s verified, %s reopened, "
+                  "%s new topic candidates", ingested["counts"]["stored"], enriched["scored"], ranked["alerts_new"],
+                  ranked["backlog_items"], verified["verified"], verified["reopened"], suggested["new"])
+    return {"ingest": ingested, "enrich": enriched, "pain_points": ranked, "verify": verified, "report": reported,
+            "suggest": suggested}
 
 
 def ship_model(model_dir: Path, kind: str) -> Path:
     """Copy a trained model over the shipped default of its kind (maintainers). An ensemble ships only
     on top of shipped members: each member reference becomes the shipped folder holding that version."""
-    target = SHIPPED_DIR / KIND_SHIPPED[kind]
+    target = SHIPPED_DIR / (SHIPPED["topics"] if kind == "topics" else KIND_SHIPPED[kind])
     staged = target.with_name(target.name + ".new")
     shutil.rmtree(staged, ignore_errors=True)
     shutil.copytree(model_dir, staged)
+    if kind == "topics":
+        _point_at_shipped_encoder(staged)
     if kind == "ensemble":
         doc = json.loads((staged / "model.json").read_text(encoding="utf-8"))
         for m in doc["members"]:
@@ -72,6 +78,24 @@ def ship_model(model_dir: Path, kind: str) -> Path:
     return target
 
 
+TOPIC_KINDS = ("semantic", "lexical")
+
+
+def _point_at_shipped_encoder(staged: Path) -> None:
+    """A shipped semantic topic model names the shipped transformer folder holding its encoder."""
+    doc = json.loads((staged / "model.json").read_text(encoding="utf-8"))
+    enc = doc.get("encoder")
+    if not enc:
+        return
+    shipped = [p for p in SHIPPED_DIR.iterdir() if (p / "model.json").exists()
+               and model_version_of(p) == enc["model_version"]]
+    if not shipped:
+        shutil.rmtree(staged)
+        raise ValueError(f"the topic model's encoder {enc['model_version']} is not shipped: ship it first")
+    enc["name"] = shipped[0].name
+    (staged / "model.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+
+
 @flow(name="train")
 def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: str | None = None,
                max_rows: int | None = None, db: str | None = None, home: str | None = None,
@@ -80,17 +104,28 @@ def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: s
     """Train a model, evaluate it on held-out data, register it, and promote it if it beats the
     current model on ``dev``. ``ship`` also copies it over the shipped default (for maintainers).
     ``base`` and ``epochs`` apply to the transformer; ``ensemble`` blends the current transformer and
-    baseline (only the blend weight is fitted, on dev)."""
-    if task_name != "sentiment" or kind not in KINDS:
-        raise ValueError(f"cannot train {task_name!r} with model {kind!r}: "
-                         f"'sentiment' can be trained with {', '.join(KINDS)}")
+    baseline (only the blend weight is fitted, on dev). ``topics`` trains the topic model: ``semantic``
+    reads the current transformer's embeddings, ``lexical`` only TF-IDF."""
+    if not ((task_name == "sentiment" and kind in KINDS) or (task_name == "topics" and kind in TOPIC_KINDS)):
+        raise ValueError(f"cannot train {task_name!r} with model {kind!r}: 'sentiment' can be trained with "
+                         f"{', '.join(KINDS)}; 'topics' with {', '.join(TOPIC_KINDS)}")
     settings = Settings.resolve(home, db)
     wh = Warehouse(settings.db_path)
     log = logger()
     with recorded_run(wh, "train", {"task": task_name, "kind": kind, "max_rows": max_rows, "base": base,
                                     "epochs": epochs}) as run:
-        current_dir = resolve_model(None, settings.models_dir)
-        if kind == "transformer":
+        current_dir = resolve_model(None, settings.models_dir, task_name)
+        if task_name == "topics":
+            from models.train_topics import TopicOptions, train_topic_model
+            result = train_topic_model(
+                settings.load_taxonomy(), TopicOptions(data_dir=data_dir, semantic=kind == "semantic",
+                                                       max_reviews=max_rows or TopicOptions.max_reviews),
+                settings.models_dir, settings.cache_dir,
+                encoder_dir=resolve_model("transformer", settings.models_dir) if kind == "semantic" else None,
+                sentiment_dir=resolve_model(None, settings.models_dir), log=log.info,
+                compare_with=current_dir if (current_dir / "model.json").exists() else None,
+                models_home=settings.models_dir)
+        elif kind == "transformer":
             from models.train_transformer import TransformerOptions, train_sentiment_transformer
             result = train_sentiment_transformer(
                 TransformerOptions(data_dir=data_dir, max_rows=max_rows, base=base, epochs=epochs),
@@ -106,11 +141,12 @@ def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: s
                                               cache_root=settings.cache_dir)
         current_score = result.compared_dev_score
         new_score = result.metrics["dev_score"]
-        better = new_score > current_score
-        log.info("dev score: new %.4f vs current %.4f (%s) → %s", new_score, current_score, current_dir.name,
+        better = current_score is None or new_score > current_score
+        log.info("dev score: new %.4f vs current %s (%s) → %s", new_score,
+                 "none" if current_score is None else f"{current_score:.4f}", current_dir.name,
                  "promote" if better and promote_if_better else "keep current")
         if better and promote_if_better:
-            promote(settings.models_dir, result.model_dir)
+            promote(settings.models_dir, result.model_dir, task_name)
         with wh.transaction() as con:
             if better and promote_if_better:
                 con.execute("UPDATE model_versions SET promoted = false WHERE task = ?", [task_name])
@@ -118,8 +154,8 @@ def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: s
                         [result.model_version, task_name, kind, str(result.model_dir),
                          json.dumps(result.metrics), bool(better and promote_if_better), datetime.now()])
         if ship:
-            ship_model(result.model_dir, kind)
-            log.info("copied %s over the shipped default %s", result.model_version, KIND_SHIPPED[kind])
+            target = ship_model(result.model_dir, kind if task_name == "sentiment" else "topics")
+            log.info("copied %s over the shipped default %s", result.model_version, target.name)
         run.counts = {"model_version": result.model_version, "dev_score": new_score,
                       "current_dev_score": current_score, "promoted": bool(better and promote_if_better),
                       "test": result.metrics["test"], "path": str(Path(result.model_dir))}

@@ -20,6 +20,11 @@ overall share of negative topic mentions (Bayesian shrinkage: 3/3 becomes ≈ 0.
 while 40/50 barely moves), and the trend against the trailing average (7 days, 4 weeks or
 3 months) adds 3 pseudo-mentions to its denominator, so 0 → 3 counts as +1, not +3.
 
+Each mention counts with its topic's own polarity (``feedback_nlp.topic_sentiments``): a review that
+praises delivery and condemns quality is negative for product_quality only. Rows whose time is
+their ingest time (flag ``created_at_missing``/``created_at_invalid``) belong to no period and are
+left out of the cube (they are still in ``v_feedback`` and in emerging-topic discovery).
+
 Pain points are derived data: each run recomputes them in one transaction. The backlog is not:
 a re-run updates an item's evidence and priority but never its status, owner or title.
 """
@@ -30,26 +35,36 @@ from datetime import datetime
 
 from prefect import flow, task
 
-from models.registry import current_version
+from models.predict import current_analysis_version
 from pipelines import alerts as alerts_mod
 from pipelines import backlog
 from pipelines.backlog import CHANNEL_NAMES, backlog_item_id  # noqa: F401 - re-exported (report, notebooks)
 from pipelines.config import LoopConfig, Settings
 from pipelines.runs import logger, recorded_run
-from pipelines.urgency import URGENT_PATTERN
 from pipelines.warehouse import Warehouse
 
 PRIOR_MENTIONS = 10  # m: weight of the prior in the smoothed negative rate, in mentions
 TREND_PSEUDO = 3     # pseudo-mentions added to the trailing average in the trend
 
 PAIN_POINTS_SQL = """
-WITH base AS MATERIALIZED (
+WITH mentions AS MATERIALIZED (
     SELECT f.feedback_id, f.created_at, f.channel, coalesce(nullif(trim(f.product), ''), 'unknown') AS product,
            f.customer_key, f.text, f.text_key, f.pii_found IS NOT NULL AS has_pii,
-           n.sentiment, n.sentiment_score, n.keywords, unnest(n.topics) AS topic,
-           n.sentiment = 'neg' AND regexp_matches(f.text, $urgent) AS urgent
+           n.sentiment_score, n.keywords, coalesce(n.urgent, false) AS text_urgent,
+           -- rows scored before schema 004 have no per-topic polarity: their topics take the text's
+           unnest(coalesce(n.topic_sentiments, list_transform(n.topics, t -> {'topic': t, 'sentiment': n.sentiment,
+                                                                             'score': n.sentiment_score}))) AS ts
     FROM feedback f JOIN feedback_nlp n USING (feedback_id)
     WHERE n.model_version = $model_version
+      -- a row stamped with its ingest time (no usable customer time) belongs to no period
+      AND NOT list_has_any(coalesce(f.flags, []), ['created_at_missing', 'created_at_invalid'])
+),
+base AS MATERIALIZED (
+    -- one row per (feedback, topic) with the topic's own polarity: a review that praises delivery and
+    -- condemns quality counts as negative for product_quality only
+    SELECT * EXCLUDE (ts, text_urgent), ts.topic AS topic, ts.sentiment AS sentiment,
+           text_urgent AND ts.sentiment = 'neg' AS urgent
+    FROM mentions
 ),
 p AS MATERIALIZED (
     SELECT 'day' AS period, CAST(created_at AS DATE) AS period_start, * FROM base
@@ -123,7 +138,7 @@ kw AS (
 ),
 cand AS (
     SELECT a.period, a.period_start, a.topic, a.channel, a.product, r.text, r.text_key, r.feedback_id,
-           r.sentiment_score, r.has_pii,
+           r.sentiment_score, r.has_pii, r.urgent,
            len(list_intersect(r.keywords, coalesce(kw.keywords, []))) AS typical,
            coalesce(list_filter(coalesce(kw.keywords, []), x -> list_contains(r.keywords, x))[1], '') AS lead
     FROM agg a
@@ -135,17 +150,18 @@ cand AS (
 distinct_texts AS (
     SELECT DISTINCT ON (period, period_start, topic, channel, product, text_key) *
     FROM cand
-    ORDER BY period, period_start, topic, channel, product, text_key, has_pii, typical DESC, feedback_id
+    ORDER BY period, period_start, topic, channel, product, text_key, urgent DESC, has_pii, typical DESC, feedback_id
 ),
 quotes AS (
-    -- diverse: the best quote of each leading keyword comes before any second one;
+    -- urgent first; diverse: the best quote of each leading keyword comes before any second one;
     -- typical: more of the cell's top keywords first; PII-free: redacted texts last
     SELECT period, period_start, topic, channel, product,
-           list(text ORDER BY nth, has_pii, typical DESC, (length(text) BETWEEN 12 AND 160) DESC, sentiment_score,
-                feedback_id)[1:3] AS quotes
+           list(text ORDER BY urgent DESC, nth, has_pii, typical DESC, (length(text) BETWEEN 12 AND 160) DESC,
+                sentiment_score, feedback_id)[1:3] AS quotes
     FROM (SELECT *, row_number() OVER (PARTITION BY period, period_start, topic, channel, product, lead
-                                       ORDER BY has_pii, typical DESC, (length(text) BETWEEN 12 AND 160) DESC,
-                                                sentiment_score, feedback_id) AS nth
+                                       ORDER BY urgent DESC, has_pii, typical DESC,
+                                                (length(text) BETWEEN 12 AND 160) DESC, sentiment_score,
+                                                feedback_id) AS nth
           FROM distinct_texts)
     GROUP BY ALL
 )
@@ -177,7 +193,7 @@ def compute_pain_points(wh: Warehouse, model_version: str, run_id: str, top_n: i
         con.execute(f"""INSERT INTO pain_points BY NAME
                         SELECT *, $model_version AS model_version, $run_id AS run_id, $now AS computed_at
                         FROM ({PAIN_POINTS_SQL})""",
-                    {"model_version": model_version, "run_id": run_id, "now": now, "urgent": URGENT_PATTERN,
+                    {"model_version": model_version, "run_id": run_id, "now": now,
                      "m": PRIOR_MENTIONS, "pseudo": TREND_PSEUDO})
         n_points = con.execute("SELECT count(*) FROM pain_points").fetchone()[0]
         latest = con.execute("SELECT max(period_start) FROM pain_points WHERE period = 'week'").fetchone()[0]
@@ -213,7 +229,7 @@ def pain_points_flow(db: str | None = None, home: str | None = None, model: str 
     settings = Settings.resolve(home, db)
     config = LoopConfig.from_env()
     wh = Warehouse(settings.db_path)
-    version = current_version(settings.models_dir, model)
+    version = current_analysis_version(settings.models_dir, model, settings.load_taxonomy())
     log = logger()
     with recorded_run(wh, "pain_points", {"model_version": version, "top_n": top_n,
                                           "webhook": bool(config.webhook_url)}) as run:

@@ -1,7 +1,9 @@
 """``cxloop predict``: score a feedback file without touching the warehouse.
 
 The output keeps every input column and adds ``sentiment``, ``sentiment_score``, ``topics``
-(taxonomy keys joined by ``;``) and ``model_version``. Records that cannot be read (a malformed
+(taxonomy keys joined by ``;``), ``topic_sentiments`` (each topic's own polarity,
+``logistics:pos;product_quality:neg``), ``emotion``, ``urgent`` (0/1), ``urgency_reasons``
+(``escalation:12315;churn:销户``) and ``model_version``. Records that cannot be read (a malformed
 line) are counted and skipped; the text is normalised for the model but written back unchanged.
 """
 
@@ -36,7 +38,8 @@ def predict_file(input_path: Path, output_path: Path, settings: Settings, model:
     skipped = len(src.rows) - len(rows)
     rep = progress.reporter()
     rep.start("predict", len(rows))
-    out_cols: dict[str, list] = {"sentiment": [], "sentiment_score": [], "topics": [], "model_version": []}
+    out_cols: dict[str, list] = {"sentiment": [], "sentiment_score": [], "topics": [], "topic_sentiments": [],
+                                 "emotion": [], "urgent": [], "urgency_reasons": [], "model_version": []}
     for start in range(0, len(rows), batch):
         chunk = rows[start:start + batch]
         texts = [normalize_text("" if r.get(text_field) is None else str(r.get(text_field))) for r in chunk]
@@ -46,6 +49,11 @@ def predict_file(input_path: Path, output_path: Path, settings: Settings, model:
             out_cols["sentiment"].append(None if empty else cols["sentiment"][i])
             out_cols["sentiment_score"].append(None if empty else cols["sentiment_score"][i])
             out_cols["topics"].append(";".join(cols["topics"][i]))
+            out_cols["topic_sentiments"].append(";".join(f"{t['topic']}:{t['sentiment']}"
+                                                         for t in cols["topic_sentiments"][i]))
+            out_cols["emotion"].append(None if empty else cols["emotion"][i])
+            out_cols["urgent"].append(int(cols["urgent"][i]))
+            out_cols["urgency_reasons"].append(";".join(cols["urgency_reasons"][i]))
             out_cols["model_version"].append(analyzer.model_version)
         rep.advance("predict", len(chunk))
     rep.finish("predict")

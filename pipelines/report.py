@@ -6,8 +6,9 @@ inline SVG charts and a few lines of inline script: no external scripts, styles 
 opens on a machine with no internet. Sections, in order:
 
 headline numbers with their change against the previous week · sentiment and volume trends ·
-the ranked pain points with quotes · alerts · the improvement backlog with verification results ·
-NPS drivers · the customer-journey stages · how the numbers are computed.
+the ranked pain points with quotes · alerts · urgent feedback and customers' emotions · the
+improvement backlog with verification results · NPS drivers · the customer-journey stages ·
+emerging-topic candidates · how the numbers are computed.
 
 A section is a :class:`Section` in :data:`SECTIONS`: a title, the relations it needs and a render
 function. A section whose relations are missing is left out, so a new view gets a new section
@@ -367,14 +368,61 @@ def method(ctx: ReportContext) -> str:
             "</ul>")
 
 
+EMOTIONS = {"anger": "愤怒", "disappointment": "失望", "anxiety": "焦虑", "joy": "满意", "none": "无明显情绪"}
+URGENCY_CATEGORIES = {"escalation": "升级投诉", "churn": "流失", "safety": "安全", "fraud": "欺诈"}
+
+
+def urgent_and_emotion(ctx: ReportContext) -> str:
+    """The week's urgent feedback (escalation, churn, safety, fraud) first, then how customers felt."""
+    if not {"urgent", "emotion", "urgency_reasons"} <= set(ctx.columns("v_feedback")):
+        return _empty("仓库尚未升级到含情绪与紧急度的版本：运行 cxloop enrich。")
+    urgent = ctx.rows(f"""SELECT text, channel, urgency_reasons, emotion FROM v_feedback
+                         WHERE urgent AND CAST(date_trunc('week', created_at) AS DATE) = ? AND {DATED}
+                         ORDER BY created_at DESC, feedback_id LIMIT 8""", [ctx.week])
+    emotions = ctx.rows(f"""SELECT emotion, count(*) AS n FROM v_feedback
+                           WHERE emotion IS NOT NULL AND CAST(date_trunc('week', created_at) AS DATE) = ? AND {DATED}
+                           GROUP BY emotion ORDER BY n DESC""", [ctx.week])
+
+    def reasons(rs: list[str] | None) -> str:
+        parts = [r.split(":", 1) for r in rs or []]
+        return "、".join(f"{URGENCY_CATEGORIES.get(c, c)}（{escape(w)}）" for c, w in parts)
+
+    out = '<p class="note">紧急：提到监管或媒体投诉、销户退订、人身安全或欺诈、且不是正面评价的反馈，按时间倒序。</p>'
+    out += _table(["渠道", "原因", "情绪", "客户原话"],
+                  [[escape(_channel(r["channel"])), reasons(r["urgency_reasons"]),
+                    EMOTIONS.get(r["emotion"] or "", r["emotion"] or ""), _quotes([r["text"]], 1, 160)]
+                   for r in urgent]) if urgent else _empty("本周没有紧急反馈。")
+    if emotions:
+        colours = [charts.POS if r["emotion"] == "joy" else charts.MUTED if r["emotion"] == "none" else charts.NEG
+                   for r in emotions]
+        out += charts.hbars("emotions", "本周情绪分布", [EMOTIONS.get(r["emotion"], r["emotion"]) for r in emotions],
+                            [r["n"] for r in emotions], colours=colours)
+    return out
+
+
+def emerging_topics(ctx: ReportContext) -> str:
+    """Candidate topics from negative feedback that no topic covers, for a CX lead to accept."""
+    rows = ctx.rows("""SELECT candidate_id, size, keywords, quotes, last_seen FROM v_topic_candidates
+                       WHERE status = 'new' ORDER BY size DESC, candidate_id LIMIT 8""")
+    if not rows:
+        return _empty("没有待确认的新兴话题。")
+    note = ('<p class="note">未被任何话题覆盖的负面反馈聚类而成；接受：'
+            '<code>cxloop taxonomy accept ID --key KEY</code>，忽略：<code>cxloop taxonomy dismiss ID</code>。</p>')
+    return note + _table(["候选", "条数", "关键词", "客户原话"],
+                         [[f"<code>{escape(r['candidate_id'])}</code>", str(r["size"]),
+                           escape("、".join((r["keywords"] or [])[:6])), _quotes(r["quotes"], 2)] for r in rows])
+
+
 SECTIONS: list[Section] = [
     Section("headline", "核心指标", ("v_feedback",), headline),
     Section("trends", "情感与反馈量趋势", ("v_feedback",), trends),
     Section("pain-points", "痛点排行", ("v_pain_points",), pain_points),
     Section("alerts", "预警", ("v_pain_points",), alerts),
+    Section("urgent", "紧急反馈与客户情绪", ("v_feedback",), urgent_and_emotion),
     Section("backlog", "改进待办与验证", ("v_backlog",), backlog),
     Section("nps", "NPS 驱动因素", ("v_feedback", "topics"), nps_drivers),
     Section("journey", "客户旅程视图", ("v_feedback", "topics"), journey),
+    Section("emerging", "新兴话题候选", ("v_topic_candidates",), emerging_topics),
     Section("method", "口径说明", (), method),
 ]
 

@@ -41,7 +41,10 @@ VERIFICATION_NUMBERS = ("baseline_n", "baseline_mentions", "baseline_neg", "base
 
 COUNT_SQL = """
 SELECT count(*) AS n, count(*) FILTER (WHERE list_contains(n.topics, $topic)) AS mentions,
-       count(*) FILTER (WHERE list_contains(n.topics, $topic) AND n.sentiment = 'neg') AS neg
+       count(*) FILTER (WHERE CASE WHEN n.topic_sentiments IS NULL  -- scored before schema 004
+                                   THEN n.sentiment = 'neg' AND list_contains(n.topics, $topic)
+                                   ELSE list_contains([x.topic FOR x IN n.topic_sentiments IF x.sentiment = 'neg'],
+                                                      $topic) END) AS neg
 FROM feedback f JOIN feedback_nlp n USING (feedback_id)
 WHERE ($channel = '*' OR f.channel = $channel) AND f.created_at >= $start AND f.created_at < $end
 """

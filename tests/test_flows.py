@@ -12,7 +12,7 @@ from pipelines.warehouse import Warehouse
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-HASH_COLUMN = re.compile(r"(_id|_key|sha256)$")
+HASH_COLUMN = re.compile(r"(_id|_ids|_key|sha256)$")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,8 @@ def test_main_job_stores_scores_ranks_and_fills_the_backlog(first_run: tuple[Pat
     top = wh.query("SELECT topic, channel FROM v_pain_points WHERE period_start = DATE '2026-10-26' "
                    "ORDER BY priority DESC LIMIT 3").to_pylist()
     assert any(r["topic"] == "digital_experience" for r in top)  # the App 8.2 spike leads
-    assert wh.scalar("SELECT count(*) FROM runs WHERE status = 'completed'") == 4  # ingest, enrich, pain_points, verify
+    # ingest, enrich, pain_points, verify, suggest_topics
+    assert wh.scalar("SELECT count(*) FROM runs WHERE status = 'completed'") == 5
 
 
 def test_the_gbk_file_reads_as_chinese(first_run: tuple[Path, dict]) -> None:

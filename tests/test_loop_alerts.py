@@ -114,12 +114,13 @@ def test_webhook_receives_the_alert_and_a_failing_one_keeps_it_pending(tmp_path:
 @pytest.mark.usefixtures("prefect_server")
 def test_the_flow_survives_a_dead_webhook_and_delivers_next_run(tmp_path: Path, home: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from models.registry import current_version
+    from models.predict import current_analysis_version
     from pipelines.config import Settings
     from pipelines.painpoints import pain_points_flow
 
     settings = Settings.resolve(home)
-    write(settings.db_path, _history(spike=True), model_version=current_version(settings.models_dir, None))
+    version = current_analysis_version(settings.models_dir, None, settings.load_taxonomy())
+    write(settings.db_path, _history(spike=True), model_version=version)
     monkeypatch.setenv("CXLOOP_WEBHOOK_RETRIES", "1")
     monkeypatch.setenv("CXLOOP_WEBHOOK_URL", "http://127.0.0.1:9/nothing-listens-here")
     r = pain_points_flow(home=str(home))

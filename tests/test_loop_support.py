@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from nlp.urgency import detect_urgency
 from pipelines.warehouse import Warehouse
 
 MODEL = "test-model-v1"
@@ -50,9 +51,15 @@ def write(db: Path, rows: list[dict], model_version: str = MODEL) -> Warehouse:
                         [fid, str(n), created, r["channel"], r["product"], r.get("customer", f"c{n % 97}"),
                          r.get("rating"), r.get("nps"), r["text"], f"{r['text']}#{n}", r.get("pii"), now])
             score = {"neg": -0.8, "neu": 0.0, "pos": 0.8}[r["sentiment"]]
-            con.execute("INSERT INTO feedback_nlp VALUES (?, [], ?, ?, ?, 0.1, 0.1, 0.1, ?, ?, ?, 'build')",
+            reasons = detect_urgency(r["text"]) if r["sentiment"] != "pos" else []
+            con.execute("INSERT INTO feedback_nlp BY NAME SELECT ? AS feedback_id, [] AS tokens, ? AS keywords, "
+                        "? AS sentiment, ? AS sentiment_score, 0.1 AS p_neg, 0.1 AS p_neu, 0.1 AS p_pos, "
+                        "? AS topics, ? AS model_version, ? AS enriched_at, 'build' AS run_id, "
+                        "CAST(? AS STRUCT(topic VARCHAR, sentiment VARCHAR, score FLOAT)[]) AS topic_sentiments, "
+                        "'none' AS emotion, [] AS emotion_evidence, ? AS urgent, ? AS urgency_reasons",
                         [fid, r.get("keywords", [topics[0], "关键词"]), r["sentiment"], score, topics, model_version,
-                         now])
+                         now, [{"topic": t, "sentiment": r["sentiment"], "score": score} for t in topics],
+                         bool(reasons), reasons])
     return wh
 
 

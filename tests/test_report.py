@@ -81,7 +81,7 @@ def test_cli_report_writes_a_file_and_fails_in_one_line(loop: tuple[Path, dict],
     ok = subprocess.run([sys.executable, "-m", "pipelines.cli", "report", "-o", str(out)], capture_output=True,
                         text=True, env=env, timeout=120)
     assert ok.returncode == 0, ok.stderr
-    assert out.is_file() and "8 sections" in ok.stdout
+    assert out.is_file() and "10 sections" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "pipelines.cli", "report", "--db", str(tmp_path / "none.duckdb")],
                          capture_output=True, text=True, env=env, timeout=120)
     lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
