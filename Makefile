@@ -27,7 +27,9 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
+# the baseline path beside its anchors at 10k and 100k rows (about 3 minutes), then the per-stage figures
 bench: install
+	$(BIN)/python benchmarks/pipeline_speed.py
 	$(BIN)/python benchmarks/ingest_enrich.py
 
 train: install

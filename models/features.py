@@ -3,16 +3,29 @@
 ``TextFeatures`` fits, applies and persists the two vectorisers (vocabularies in ``model.json``,
 IDF vectors in ``weights.npz``, never pickles). The baseline sentiment model and the topic model
 both use it, so a text is featurised one way everywhere.
+
+Fitting uses scikit-learn's vectorisers. Serving (:meth:`TextFeatures.transform`) counts the same
+features without a Python loop per n-gram: the texts become one array of code points, each
+character n-gram one integer (21 bits per character), looked up in a hash index of the fitted vocabulary's
+keys (``pandas.Index.get_indexer``); words are looked up once per token. The counts then go
+through the same TF-IDF steps scikit-learn applies (sublinear tf, idf, l2 norm), so the matrix is
+the one ``TfidfVectorizer.transform`` returns, value for value (``tests/test_speed.py``).
+Configurations this path does not cover (word n-grams beyond unigrams, character n-grams longer
+than 3, binary counts, accent stripping) fall back to scikit-learn.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
 
 from nlp import default_segmenter
 
@@ -36,6 +49,84 @@ class _WordAnalyzer:
         return word_ngrams(tokens, self.lo, self.hi)
 
 
+_WHITE_SPACES = re.compile(r"\s\s+")   # scikit-learn's char analyzer collapses these to one space
+_BITS = 21                              # every code point fits (max 0x10FFFF)
+MAX_FAST_CHAR_N = 3                     # 3 × 21 bits in an int64
+
+
+def _codepoints(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+
+
+class _CharLookup:
+    """A fitted character n-gram vocabulary as integer keys in a hash index, one per n."""
+
+    def __init__(self, vocabulary: dict[str, int], lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
+        self.tables: dict[int, tuple[pd.Index, np.ndarray]] = {}
+        terms = list(vocabulary)
+        ids = np.fromiter(vocabulary.values(), np.int64, len(terms))
+        lengths = np.fromiter(map(len, terms), np.int64, len(terms))
+        cps = _codepoints("".join(terms))
+        starts = np.cumsum(lengths) - lengths
+        for n in range(lo, hi + 1):
+            of_n = np.flatnonzero(lengths == n)
+            keys = np.zeros(len(of_n), np.int64)
+            for k in range(n):
+                keys = (keys << _BITS) | cps[starts[of_n] + k]
+            self.tables[n] = (pd.Index(keys), ids[of_n])
+
+    def features(self, docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(document index, feature index) of every in-vocabulary n-gram of ``docs`` (already
+        lower-cased and whitespace-collapsed as scikit-learn's char analyzer does)."""
+        lengths = np.fromiter(map(len, docs), np.int64, len(docs))
+        cps = _codepoints("".join(docs))
+        doc_of = np.repeat(np.arange(len(docs), dtype=np.int64), lengths)
+        room = np.repeat(np.cumsum(lengths), lengths) - np.arange(len(cps), dtype=np.int64)  # chars left in its doc
+        rows, cols = [], []
+        for n in range(self.lo, self.hi + 1):
+            index, ids = self.tables[n]
+            at = np.flatnonzero(room >= n) if n > 1 else np.arange(len(cps))
+            if not len(at) or not len(ids):
+                continue
+            keys = cps[at]
+            for k in range(1, n):
+                keys = (keys << _BITS) | cps[at + k]
+            pos = index.get_indexer(keys)
+            hit = pos >= 0
+            rows.append(doc_of[at[hit]])
+            cols.append(ids[pos[hit]])
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(rows), np.concatenate(cols)
+
+
+def _tfidf(vec: TfidfVectorizer, rows: np.ndarray, cols: np.ndarray, n_docs: int, n_features: int) -> sp.csr_matrix:
+    """The matrix ``vec.transform`` returns for documents whose in-vocabulary features are the
+    (row, column) pairs given: counts as ``CountVectorizer`` builds them (float, indices sorted),
+    then ``TfidfTransformer``'s steps."""
+    cell, counts = np.unique(rows * n_features + cols, return_counts=True)
+    r = cell // n_features
+    index_dtype = np.int32 if len(cell) <= np.iinfo(np.int32).max else np.int64
+    indptr = np.searchsorted(r, np.arange(n_docs + 1)).astype(index_dtype)
+    x = sp.csr_matrix((counts.astype(np.intc), (cell % n_features).astype(index_dtype), indptr),
+                     shape=(n_docs, n_features), dtype=vec.dtype)
+    x.has_sorted_indices = True
+    if vec.sublinear_tf:
+        np.log(x.data, x.data)
+        x.data += 1.0
+    if vec.use_idf:
+        x.data *= vec.idf_[x.indices]
+    if vec.norm is not None and n_docs:
+        x = normalize(x, norm=vec.norm, copy=False)
+    return x
+
+
+def _vocabulary(vec: TfidfVectorizer) -> dict[str, int]:
+    """The vocabulary ``vec.transform`` would use (the fitted one, else the one given)."""
+    return vec.vocabulary_ if hasattr(vec, "vocabulary_") else vec.vocabulary
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     word_ngrams: tuple[int, int] = (1, 1)
@@ -56,6 +147,7 @@ class TextFeatures:
         self.char_vec = TfidfVectorizer(analyzer="char", ngram_range=c.char_ngrams, sublinear_tf=True,
                                         min_df=c.min_df, max_features=c.max_char_features,
                                         lowercase=True, dtype=np.float32)
+        self._char_lookup: tuple[dict[str, int], _CharLookup] | None = None   # built on first transform
 
     @staticmethod
     def tokens(texts: Sequence[str], tokens: Sequence[Sequence[str]] | None) -> Sequence[Sequence[str]]:
@@ -67,7 +159,39 @@ class TextFeatures:
 
     def transform(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None) -> sp.csr_matrix:
         toks = self.tokens(texts, tokens)
+        return self._stack(self._word_matrix(toks), self._char_matrix(texts))
+
+    def transform_slow(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None) -> sp.csr_matrix:
+        """:meth:`transform` through scikit-learn's own vectorisers (the reference of the fast path)."""
+        toks = self.tokens(texts, tokens)
         return self._stack(self.word_vec.transform(toks), self.char_vec.transform(texts))
+
+    def _word_matrix(self, toks: Sequence[Sequence[str]]) -> sp.spmatrix:
+        vec = self.word_vec
+        if self.config.word_ngrams != (1, 1) or not hasattr(vec, "idf_") or vec.binary:
+            return vec.transform(toks)
+        vocab = _vocabulary(vec)
+        lengths = np.fromiter(map(len, toks), np.int64, len(toks))
+        flat = list(chain.from_iterable(toks))
+        ids = np.fromiter(map(vocab.get, flat, repeat(-1)), np.int64, len(flat))
+        if any(map(str.isspace, flat)):  # word_ngrams drops whitespace tokens (the segmenter never makes them)
+            ids[np.fromiter(map(str.isspace, flat), bool, len(flat))] = -1
+        rows = np.repeat(np.arange(len(toks), dtype=np.int64), lengths)
+        hit = ids >= 0
+        return _tfidf(vec, rows[hit], ids[hit], len(toks), len(vocab))
+
+    def _char_matrix(self, texts: Sequence[str]) -> sp.spmatrix:
+        vec = self.char_vec
+        lo, hi = self.config.char_ngrams
+        if (not (1 <= lo <= hi <= MAX_FAST_CHAR_N) or not hasattr(vec, "idf_") or not vec.lowercase or vec.binary
+                or vec.analyzer != "char" or vec.strip_accents or vec.preprocessor is not None):
+            return vec.transform(texts)
+        vocab = _vocabulary(vec)
+        if self._char_lookup is None or self._char_lookup[0] is not vocab:
+            self._char_lookup = (vocab, _CharLookup(vocab, lo, hi))
+        docs = [_WHITE_SPACES.sub(" ", t.lower()) for t in texts]
+        rows, cols = self._char_lookup[1].features(docs)
+        return _tfidf(vec, rows, cols, len(docs), len(vocab))
 
     def _stack(self, words: sp.spmatrix, chars: sp.spmatrix) -> sp.csr_matrix:
         return sp.hstack([words * np.float32(self.config.word_weight), chars], format="csr")

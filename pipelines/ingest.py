@@ -25,7 +25,7 @@ from pipelines import progress
 from pipelines.config import Settings
 from pipelines.records import ColumnMap, prepare_file
 from pipelines.runs import logger, recorded_run
-from pipelines.sources import SourceError, iter_files, peek_columns, read_file
+from pipelines.sources import SourceError, file_digest, iter_files, peek_columns, read_file
 from pipelines.warehouse import Warehouse, WarehouseError
 
 
@@ -71,12 +71,13 @@ class IngestResult:
 def ingest_file(wh: Warehouse, path: Path, *, source: str | None, columns: ColumnMap, channel: str | None,
                 run_id: str, salt: bytes) -> FileResult:
     """Ingest one file in one transaction (see the module docstring)."""
-    src = read_file(path)
     name = source or path.stem
-    with wh.connect() as con:
-        done = con.execute("SELECT 1 FROM source_files WHERE sha256 = ?", [src.sha256]).fetchone()
-    if done:
-        return FileResult(str(path), name, skipped=True)
+    if path.is_file():  # bytes seen before are recognised by their hash, before any parsing
+        with wh.connect() as con:
+            done = con.execute("SELECT 1 FROM source_files WHERE sha256 = ?", [file_digest(path)[0]]).fetchone()
+        if done:
+            return FileResult(str(path), name, skipped=True)
+    src = read_file(path)
     prepared = prepare_file(src, name, columns, run_id=run_id, salt=salt, default_channel=channel)
     now = datetime.now()
     with wh.transaction() as con:

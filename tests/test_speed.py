@@ -1,0 +1,129 @@
+"""The fast paths give exactly what the plain paths give: the segmenter's cache of jieba's words,
+the vectorised TF-IDF against scikit-learn's, and ``enrich`` with worker processes against a serial
+run on the sample data (every ``feedback_nlp`` column, value for value, in a real DuckDB file)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import duckdb
+import jieba
+import numpy as np
+import pytest
+
+from models.parallel import AnalyzerPool
+from models.predict import Analyzer
+from models.registry import load_sentiment_model, load_topic_model, resolve_model
+from nlp import Segmenter, normalize_text
+from nlp.clauses import split_clauses
+from nlp.segment import _PLACEHOLDER_RE
+from pipelines.config import Settings, worker_count
+from pipelines.enrich import enrich_pending, sync_topics
+from pipelines.ingest import ingest_file
+from pipelines.records import ColumnMap
+from pipelines.sources import iter_files, read_file
+from pipelines.warehouse import Warehouse
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+ODD = ["", " ", "a  b\n\nc\td  ", "ABC Def İstanbul ẞ", "😀😀 表情", "x", "好", "全角ＡＢＣ１２３",
+       "<PHONE>请回电<EMAIL>", "快递很快但是质量太差，客服态度也不好！！", "iPhone 15 Pro Max 屏幕 发黄",
+       "C++ 和 .NET 工程师", "\ud800孤立"]
+
+
+@pytest.fixture(scope="module")
+def sample_texts() -> list[str]:
+    texts = [normalize_text(v) for f in iter_files([SAMPLE]) for r in read_file(f).rows if r.fields
+             for v in r.fields.values() if isinstance(v, str) and len(v) > 1]
+    assert len(texts) > 500
+    return texts + ODD
+
+
+def test_the_segmenter_cache_returns_jiebas_words(sample_texts: list[str]) -> None:
+    reference = jieba.Tokenizer()
+    seg = Segmenter(cache_size=50)  # a small cache, so that it is also emptied on the way
+    seg.initialize()
+    reference.initialize()
+    for d in seg._dicts:
+        reference.load_userdict(d)
+    clauses = [c for t in sample_texts for c in split_clauses(t)]
+    def words(text: str) -> list[str]:  # what Segmenter.cut returned before it had a cache
+        out, pos = [], 0
+        for m in _PLACEHOLDER_RE.finditer(text):
+            out += [w for w in reference.lcut(text[pos:m.start()]) if not w.isspace()] + [m.group(0)]
+            pos = m.end()
+        return out + [w for w in reference.lcut(text[pos:]) if not w.isspace()]
+
+    for texts in (sample_texts, clauses, sample_texts):  # cold, new pieces, warm
+        for t in texts:
+            assert seg.cut(t) == words(t), t
+    assert 0 < len(seg._cache) <= 50
+
+
+@pytest.mark.parametrize("which", ["baseline", "topics"])
+def test_fast_tfidf_is_scikit_learns_matrix(sample_texts: list[str], which: str) -> None:
+    features = (load_sentiment_model(resolve_model("baseline")).text_features if which == "baseline"
+                else load_topic_model(resolve_model(None, task="topics")).features)
+    texts = sample_texts + [t.upper() for t in sample_texts[:50]]
+    tokens = [list(t) for t in texts]                 # any token lists: the word block is a look-up
+    tokens[0] = tokens[0] + [" ", "", "\n"]          # whitespace tokens are dropped as scikit-learn drops them
+    fast, slow = features.transform(texts, tokens), features.transform_slow(texts, tokens)
+    assert fast.shape == slow.shape and fast.dtype == slow.dtype
+    assert np.array_equal(fast.indptr, slow.indptr) and np.array_equal(fast.indices, slow.indices)
+    assert np.array_equal(fast.data, slow.data)       # bit for bit, not approximately
+    empty = features.transform([], [])
+    assert empty.shape == (0, slow.shape[1])
+
+
+def _worker_pid(analyzer: Analyzer, item: int) -> tuple[int, int]:
+    return item, os.getpid()
+
+
+def test_the_pool_runs_in_workers_and_keeps_the_order() -> None:
+    analyzer = Analyzer.load("baseline")
+    with AnalyzerPool(analyzer, 2) as pool:
+        assert pool.workers == 2
+        out = list(pool.imap(_worker_pid, range(12)))
+    assert [i for i, _ in out] == list(range(12))
+    assert os.getpid() not in {pid for _, pid in out}
+    with AnalyzerPool(analyzer, 1) as pool:
+        assert {pid for _, pid in pool.imap(_worker_pid, range(3))} == {os.getpid()}
+
+
+def test_workers_come_from_cxloop_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CXLOOP_WORKERS", "3")
+    assert worker_count() == 3
+    monkeypatch.delenv("CXLOOP_WORKERS")
+    assert worker_count() >= 1
+    for bad in ("0", "two", "-1", "1.5"):
+        monkeypatch.setenv("CXLOOP_WORKERS", bad)
+        with pytest.raises(ValueError, match="CXLOOP_WORKERS"):
+            worker_count()
+
+
+def _nlp_rows(db: Path) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT * EXCLUDE (enriched_at, run_id) FROM feedback_nlp ORDER BY feedback_id").fetchall()
+    finally:
+        con.close()
+
+
+def test_parallel_enrich_stores_exactly_the_serial_rows(tmp_path: Path, home: Path) -> None:
+    serial, parallel = tmp_path / "serial.duckdb", tmp_path / "parallel.duckdb"
+    wh = Warehouse(serial)
+    for f in iter_files([SAMPLE]):
+        ingest_file(wh, f, source=None, columns=ColumnMap(), channel=None, run_id="ingest", salt=b"salt")
+    shutil.copy(serial, parallel)
+    for db in (serial, parallel):
+        sync_topics(Warehouse(db), Settings.resolve(home, db))
+    one = enrich_pending.fn(str(serial), str(home), "baseline", "serial", workers=1)
+    # small chunks and batches: both workers busy, several write transactions, order kept across them
+    two = enrich_pending.fn(str(parallel), str(home), "baseline", "parallel", workers=2, chunk_rows=100,
+                            batch_rows=250)
+    assert one == two and one["scored"] > 800
+    rows = _nlp_rows(serial)
+    assert len(rows) == one["scored"] and rows == _nlp_rows(parallel)
+    again = enrich_pending.fn(str(parallel), str(home), "baseline", "again", workers=2, chunk_rows=100)
+    assert again == {"scored": 0, "model_version": one["model_version"]}
