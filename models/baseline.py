@@ -48,15 +48,9 @@ def read_artifact(path: Path, keys: tuple[str, ...] | None = None,
 
 
 @dataclass(frozen=True)
-class BaselineConfig:
+class BaselineConfig(FeatureConfig):
     """Feature and model options of the baseline (stored with the artifact)."""
 
-    word_ngrams: tuple[int, int] = (1, 1)
-    char_ngrams: tuple[int, int] = (1, 3)
-    word_weight: float = 0.5        # the word block's scale next to the character block
-    max_word_features: int = 100_000
-    max_char_features: int = 300_000
-    min_df: int = 2
     C: float = 0.3                  # LinearSVC regularisation, tuned on dev
     temperature: float = 1.0        # softmax temperature over SVM margins, fitted on dev
 
@@ -72,8 +66,7 @@ class BaselineSentiment:
     def __init__(self, config: BaselineConfig | None = None) -> None:
         self.config = config or BaselineConfig()
         c = self.config
-        self.text_features = TextFeatures(FeatureConfig(c.word_ngrams, c.char_ngrams, c.word_weight,
-                                                        c.max_word_features, c.max_char_features, c.min_df))
+        self.text_features = TextFeatures(c)
         self.labels: tuple[str, ...] = LABELS
         self.coef: np.ndarray | None = None
         self.intercept: np.ndarray | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -105,12 +106,9 @@ class TopicModel:
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         self.meta = {**self.meta, **(meta or {})}
-        c = self.features.config
         doc = {"format": FORMAT, "keys": self.keys, "thresholds": [round(float(t), 4) for t in self.thresholds],
                "blend": self.blend, "clause_weight": self.clause_weight, "encoder": self.encoder,
-               "features": {"word_ngrams": c.word_ngrams, "char_ngrams": c.char_ngrams, "word_weight": c.word_weight,
-                            "max_word_features": c.max_word_features, "max_char_features": c.max_char_features,
-                            "min_df": c.min_df},
+               "features": asdict(self.features.config),
                **self.features.vocab_doc(), "meta": self.meta}
         (out / "model.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
         arrays = {**self.features.idf_arrays(), "coef": self.coef.astype(np.float16), "intercept": self.intercept}
@@ -128,9 +126,8 @@ class TopicModel:
             raise ModelLoadError(f"{path / 'model.json'} has format {doc.get('format')!r}, expected {FORMAT!r}")
         try:
             fc = doc["features"]
-            features = TextFeatures(FeatureConfig(tuple(fc["word_ngrams"]), tuple(fc["char_ngrams"]),
-                                                  fc["word_weight"], fc["max_word_features"],
-                                                  fc["max_char_features"], fc["min_df"]))
+            features = TextFeatures(FeatureConfig(**{**fc, "word_ngrams": tuple(fc["word_ngrams"]),
+                                                     "char_ngrams": tuple(fc["char_ngrams"])}))
             features.restore(doc, arrays)
             keys = doc["keys"]
             coef = arrays["coef"]
