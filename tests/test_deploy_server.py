@@ -32,6 +32,19 @@ class Server:
     started: str
 
 
+class _RetryingClient(httpx.Client):
+    """Retries what Prefect's own client retries: a busy server answers 503 (its SQLite database is
+    locked by the scheduler or the worker for a moment) or 429; anything else is returned at once."""
+
+    def request(self, *args, **kwargs) -> httpx.Response:  # type: ignore[override]
+        for attempt in range(6):
+            response = super().request(*args, **kwargs)
+            if response.status_code not in (429, 502, 503) or attempt == 5:
+                return response
+            time.sleep(1 + 2 * attempt)
+        return response
+
+
 def _ok(response: httpx.Response) -> dict | list:
     assert response.is_success, f"{response.request.method} {response.request.url}: {response.status_code} " \
                                 f"{response.text[:2000]}"
@@ -59,7 +72,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         # generous: on 2 cores the worker's flow runs compete with the server for CPU
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}/api", timeout=120) as api:
+        with _RetryingClient(base_url=f"http://127.0.0.1:{port}/api", timeout=120) as api:
             yield Server(api, home, env, started.stdout)
     finally:
         _script("stop", env)
