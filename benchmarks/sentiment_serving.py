@@ -10,11 +10,7 @@ process's peak RSS, for:
 - ``transformer-naive`` the transformer fed in input order with padding to the longest text of each
                         batch (what a plain ``for batch in chunks(texts)`` loop does);
 - ``transformer``       the shipped serving path: length-sorted batches under a token budget, fp32;
-- ``transformer-int8``  the same with dynamic int8 linear layers (feed-forward outputs kept fp32);
-- ``topics``            the shipped topic model (segmentation included), beside the sentiment models;
-- ``emotion-urgency``   the emotion lexicon and the urgency rules;
-- ``analyze-baseline``  everything ``enrich`` computes per text with the baseline: segmentation,
-                        sentiment, topics, per-topic polarity (clauses re-scored), emotion, urgency.
+- ``transformer-int8``  the same with dynamic int8 linear layers (feed-forward outputs kept fp32).
 
 Every configuration runs in its own subprocess (so peak memory is its own), with ``torch`` limited
 to ``--threads`` threads (default 2, the CI machine's cores). The int8 path's accuracy cost is
@@ -39,8 +35,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "sentiment_serving.json"
 LENGTHS = (30, 60, 200)
-CONFIGS = ("baseline", "transformer-naive", "transformer", "transformer-int8", "topics", "emotion-urgency",
-           "analyze-baseline")
+CONFIGS = ("baseline", "transformer-naive", "transformer", "transformer-int8")
 
 
 def texts_of_length(data_dir: Path, n: int, length: int) -> list[str]:
@@ -60,39 +55,15 @@ def texts_of_length(data_dir: Path, n: int, length: int) -> list[str]:
 
 def run_config(config: str, texts: list[str], batch: int) -> dict:
     """Time one configuration in this process (called in a child)."""
-    from models.registry import load_sentiment_model, load_topic_model, resolve_model
-    from nlp import default_emotion_lexicon, default_segmenter, detect_urgency
-    kind = "baseline" if config in ("baseline", "analyze-baseline") else "transformer"
+    from models.registry import load_sentiment_model, resolve_model
+    from nlp import default_segmenter
+    kind = "baseline" if config == "baseline" else "transformer"
     t0 = time.perf_counter()
-    if config == "topics":
-        model = load_topic_model(resolve_model(None, task="topics"))
-    elif config == "emotion-urgency":
-        model = default_emotion_lexicon()
-    elif config == "analyze-baseline":
-        from models.predict import Analyzer
-        model = Analyzer.load("baseline")
-    else:
-        model = load_sentiment_model(resolve_model(kind), quantize=config == "transformer-int8")
+    model = load_sentiment_model(resolve_model(kind), quantize=config == "transformer-int8")
     load_s = time.perf_counter() - t0
     seg = default_segmenter()
     warm = texts[:min(64, len(texts))]
-    if config == "topics":
-        model.decide(model.proba(warm, seg.cut_many(warm)))
-        t0 = time.perf_counter()
-        for s in range(0, len(texts), batch):
-            chunk = texts[s:s + batch]
-            model.decide(model.proba(chunk, seg.cut_many(chunk)))
-    elif config == "emotion-urgency":
-        t0 = time.perf_counter()
-        model.classify_many(texts)
-        for t in texts:
-            detect_urgency(t)
-    elif config == "analyze-baseline":
-        model.analyze(warm)
-        t0 = time.perf_counter()
-        for s in range(0, len(texts), batch):
-            model.analyze(texts[s:s + batch])
-    elif kind == "baseline":
+    if kind == "baseline":
         model.predict_proba(warm, seg.cut_many(warm))
         t0 = time.perf_counter()
         for s in range(0, len(texts), batch):
@@ -140,7 +111,6 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", default="32,64")
     ap.add_argument("--accuracy-rows", type=int, default=3000)
-    ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ", ".join(CONFIGS))
     ap.add_argument("--child", nargs=3, metavar=("CONFIG", "LENGTH", "BATCH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     sys.path.insert(0, str(REPO_ROOT))
@@ -163,7 +133,7 @@ def main() -> int:
                                                           capture_output=True, text=True).stdout.strip()},
                      "date": time.strftime("%Y-%m-%d %H:%M"), "docs": args.docs, "runs": {}}
     for length in LENGTHS:
-        for config in args.configs.split(","):
+        for config in CONFIGS:
             best = None
             for batch in [int(b) for b in args.batches.split(",")]:
                 cmd = [sys.executable, __file__, "--docs", str(args.docs), "--threads", str(args.threads),
@@ -184,24 +154,15 @@ def main() -> int:
     def ratio(a: str, b: str, n: int) -> float:
         return round(results["best"][f"{a}@{n}"]["docs_per_s"] / results["best"][f"{b}@{n}"]["docs_per_s"], 2)
 
-    pairs = {"length_bucketing": ("transformer", "transformer-naive"), "int8": ("transformer-int8", "transformer"),
-             "baseline_vs_transformer": ("baseline", "transformer"), "topics_vs_baseline": ("topics", "baseline"),
-             "analyze_vs_baseline_sentiment": ("analyze-baseline", "baseline")}
-    results["speedups"] = {str(n): {name: ratio(a, b, n) for name, (a, b) in pairs.items()
-                                    if f"{a}@{n}" in results["best"] and f"{b}@{n}" in results["best"]}
+    results["speedups"] = {str(n): {"length_bucketing": ratio("transformer", "transformer-naive", n),
+                                    "int8": ratio("transformer-int8", "transformer", n),
+                                    "baseline_vs_transformer": ratio("baseline", "transformer", n)}
                            for n in LENGTHS}
     print("speed-ups:", json.dumps(results["speedups"]))
-    if args.accuracy_rows and "transformer-int8" in args.configs.split(","):
+    if args.accuracy_rows:
         results["int8_accuracy"] = int8_accuracy(data_dir, args.accuracy_rows)
         print("binary test accuracy, fp32 vs int8:", results["int8_accuracy"])
     RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    if set(args.configs.split(",")) != set(CONFIGS) and RESULTS_PATH.exists():  # a subset updates the last full run
-        previous = json.loads(RESULTS_PATH.read_text(encoding="utf-8"))
-        for key in ("runs", "best"):
-            previous.setdefault(key, {}).update(results.get(key, {}))
-        previous.setdefault("partial_updates", []).append({"date": results["date"], "configs": args.configs,
-                                                           "machine": results["machine"]})
-        results = previous
     RESULTS_PATH.write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(f"written to {RESULTS_PATH}")
     return 0

@@ -20,7 +20,7 @@ the encoder runs once per batch for both.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,26 +46,15 @@ from nlp import (
     keywords,
 )
 
-KEYWORD_TOPICS = "keywords"   # --topics keywords: keyword rules only, no topic model
+
+def analysis_version(sentiment_version: str, topic_version: str, taxonomy: Taxonomy) -> str:
+    return f"{sentiment_version}+{topic_version}+tax-{taxonomy.fingerprint}"
 
 
-def analysis_version(sentiment_version: str, topic_version: str | None, taxonomy: Taxonomy) -> str:
-    return f"{sentiment_version}+{topic_version or KEYWORD_TOPICS}+tax-{taxonomy.fingerprint}"
-
-
-def resolve_topic_model(topics: str | None, models_home: Path | None) -> Path | None:
-    """The topic model folder for ``topics`` (None: the current one; ``keywords``: none)."""
-    if topics == KEYWORD_TOPICS:
-        return None
-    return resolve_model(topics, models_home, task="topics")
-
-
-def current_analysis_version(models_home: Path | None, model: str | None, taxonomy: Taxonomy,
-                             topics: str | None = None) -> str:
+def current_analysis_version(models_home: Path | None, model: str | None, taxonomy: Taxonomy) -> str:
     """The ``model_version`` that rows scored now carry (without loading any model)."""
-    topic_dir = resolve_topic_model(topics, models_home)
     return analysis_version(model_version_of(resolve_model(model, models_home)),
-                            model_version_of(topic_dir) if topic_dir else None, taxonomy)
+                            model_version_of(resolve_model(None, models_home, task="topics")), taxonomy)
 
 
 def _find_encoder(model: object, version: str):
@@ -84,29 +73,28 @@ class Analyzer:
     model_version: str
     taxonomy: Taxonomy
     segmenter: Segmenter
-    topic_model: TopicModel | None = None
+    topic_model: TopicModel | None = None   # None: keyword rules only
     encoder: object | None = None          # the transformer a semantic topic model reads
-    emotions: EmotionLexicon | None = None
+    emotions: EmotionLexicon = field(default_factory=default_emotion_lexicon)
 
     @classmethod
     def load(cls, model: str | None = None, models_home: Path | None = None,
-             taxonomy: Taxonomy | None = None, cache_root: Path | None = None, quantize: bool = False,
-             topics: str | None = None) -> Analyzer:
+             taxonomy: Taxonomy | None = None, cache_root: Path | None = None, quantize: bool = False) -> Analyzer:
         """Load the sentiment model named ``model`` (see :func:`models.registry.resolve_model`) and the
-        topic model ``topics`` (default the current one; ``keywords`` for keyword rules only);
-        ``cache_root`` holds converted base encoders, ``quantize`` serves transformers in dynamic int8."""
+        current topic model; ``cache_root`` holds converted base encoders, ``quantize`` serves
+        transformers in dynamic int8."""
         tax = taxonomy or default_taxonomy()
         path = resolve_model(model, models_home)
         sentiment = load_sentiment_model(path, cache_root, quantize=quantize)
-        topic_dir = resolve_topic_model(topics, models_home)
-        topic_model = load_topic_model(topic_dir) if topic_dir else None
+        topic_dir = resolve_model(None, models_home, task="topics")
+        topic_model = load_topic_model(topic_dir)
         encoder = None
-        if topic_model is not None and topic_model.semantic and topic_model.encoder:
+        if topic_model.semantic and topic_model.encoder:
             encoder = _find_encoder(sentiment, topic_model.encoder["model_version"])
             if encoder is None:
                 encoder = load_sentiment_model(encoder_dir_for(topic_dir, topic_model.encoder, models_home),
                                                cache_root, quantize=quantize)
-        version = analysis_version(model_version_of(path), topic_model.model_version if topic_model else None, tax)
+        version = analysis_version(model_version_of(path), topic_model.model_version, tax)
         return cls(sentiment, version, tax, default_segmenter(), topic_model, encoder, default_emotion_lexicon())
 
     def topics_of(self, texts: Sequence[str], tokens: Sequence[Sequence[str]],
@@ -133,7 +121,7 @@ class Analyzer:
         topics = self.topics_of(texts, tokens, embeddings)
         per_topic = topic_sentiments(texts, topics, proba, lambda xs: self.model.predict_proba(xs),
                                      self.topic_model, self.taxonomy, self.model.labels)
-        emotions = (self.emotions or default_emotion_lexicon()).classify_many(texts, sentiment)
+        emotions = self.emotions.classify_many(texts, sentiment)
         reasons = [detect_urgency(t) if s != "pos" else [] for t, s in zip(texts, sentiment, strict=True)]
         return {
             "tokens": tokens,

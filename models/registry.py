@@ -61,11 +61,6 @@ def model_version_of(path: str | os.PathLike[str]) -> str:
     return version
 
 
-def current_version(models_home: Path | None, name: str | None = None, task: str = "sentiment") -> str:
-    """The model_version that ``name`` (default: the current model) resolves to."""
-    return model_version_of(resolve_model(name, models_home, task))
-
-
 def promoted(models_home: Path | None, task: str = "sentiment") -> Path | None:
     """The folder of the promoted model for ``task`` under ``models_home``, if any."""
     if models_home is None:

@@ -29,6 +29,11 @@ from models.features import FeatureConfig, TextFeatures
 FORMAT = "cxloop-topics/1"
 
 
+def unit_rows(e: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (sentence embeddings, as the semantic view reads them)."""
+    return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-6)
+
+
 def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
@@ -68,8 +73,7 @@ class TopicModel:
 
     def semantic_logits(self, embeddings: np.ndarray) -> np.ndarray:
         assert self.enc_coef is not None and self.enc_intercept is not None
-        e = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-6)
-        return e @ self.enc_coef.T + self.enc_intercept
+        return unit_rows(embeddings) @ self.enc_coef.T + self.enc_intercept
 
     def proba(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None,
               embeddings: np.ndarray | None = None) -> np.ndarray:

@@ -22,7 +22,7 @@ from models.features import FeatureConfig, TextFeatures
 from models.registry import load_sentiment_model
 from models.topic_data import MAPPING_PATH, SEEDS_PATH, TopicData, build_topic_data
 from models.topic_sentiment import topic_sentiments
-from models.topics import TopicModel, fit_linear, sigmoid
+from models.topics import TopicModel, fit_linear, sigmoid, unit_rows
 from models.train import TrainResult
 from nlp import Taxonomy, default_segmenter, normalize_text
 
@@ -232,9 +232,9 @@ def train_topic_model(taxonomy: Taxonomy, options: TopicOptions, out_root: Path,
         encoder = load_sentiment_model(encoder_dir, cache_root)
         from models.registry import model_version_of
         encoder_info = {"model_version": model_version_of(encoder_dir), "name": encoder_dir.name}
-        enc_coef, enc_intercept = fit_all(_normed(_embed(encoder, list(tr.text), log, "train")), options.c_semantic)
+        enc_coef, enc_intercept = fit_all(unit_rows(_embed(encoder, list(tr.text), log, "train")), options.c_semantic)
         for name, f in (("dev", dv), ("test", te), ("probe", probe)):
-            sem[name] = _normed(_embed(encoder, list(f.text), log, name)) @ enc_coef.T + enc_intercept
+            sem[name] = unit_rows(_embed(encoder, list(f.text), log, name)) @ enc_coef.T + enc_intercept
 
     # blend weight on dev: mean micro-F1 over the labelled sets
     y_dv = _labels(dv, keys)
@@ -318,10 +318,6 @@ def _dev_score_of(other: TopicModel, path: Path, dv: pd.DataFrame, tokens: list,
 
 def _mean_micro(f1: dict) -> float:
     return round(float(np.mean([v["micro_f1"] for v in f1.values()])), 4) if f1 else 0.0
-
-
-def _normed(e: np.ndarray) -> np.ndarray:
-    return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-6)
 
 
 def write_topic_card(folder: Path, model: TopicModel, meta: dict) -> Path:
