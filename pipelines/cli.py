@@ -376,8 +376,12 @@ def train_sentiment(model: Annotated[str, typer.Option("--model", help="Model ki
         err.print(f"[bold red]error:[/] unknown model kind {model!r} (available: {', '.join(KINDS)})")
         raise typer.Exit(1)
     from models.data import shared_data_dir
-    from pipelines.flows import train_flow
+    from pipelines.flows import train_flow, transformer_option_problem
 
+    problem = transformer_option_problem(model, layers, teacher, ship)
+    if problem:
+        err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     data_dir = str(_run(lambda: shared_data_dir(data)))
     r = _run(lambda: train_flow(kind=model, data_dir=data_dir, max_rows=max_rows, db=str(settings.db_path),
                                 home=str(settings.home), promote_if_better=promote, ship=ship, base=base,

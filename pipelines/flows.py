@@ -96,6 +96,16 @@ def _point_at_shipped_encoder(staged: Path) -> None:
     (staged / "model.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
 
 
+def transformer_option_problem(kind: str, layers: int | None, teacher: str | None, ship: bool) -> str | None:
+    """Why these transformer-only training options cannot be combined, or None."""
+    if (layers or teacher) and kind != "transformer":
+        return "--layers and --teacher apply to --model transformer only"
+    if ship and layers:
+        return ("a compact (--layers) model is not shipped over the full transformer: it is promoted if it "
+                "wins on dev, or served by path with --model PATH")
+    return None
+
+
 @flow(name="train")
 def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: str | None = None,
                max_rows: int | None = None, db: str | None = None, home: str | None = None,
@@ -110,6 +120,9 @@ def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: s
     if not ((task_name == "sentiment" and kind in KINDS) or (task_name == "topics" and kind in TOPIC_KINDS)):
         raise ValueError(f"cannot train {task_name!r} with model {kind!r}: 'sentiment' can be trained with "
                          f"{', '.join(KINDS)}; 'topics' with {', '.join(TOPIC_KINDS)}")
+    problem = transformer_option_problem(kind, layers, teacher, ship)
+    if problem:
+        raise ValueError(problem)
     settings = Settings.resolve(home, db)
     wh = Warehouse(settings.db_path)
     log = logger()
