@@ -31,7 +31,7 @@ KIND_FORMATS = {"baseline": BASELINE_FORMAT, "transformer": TRANSFORMER_FORMAT, 
 KIND_SHIPPED = {"baseline": "sentiment-baseline", "transformer": "sentiment-transformer",
                 "ensemble": "sentiment-ensemble"}
 KINDS = tuple(KIND_FORMATS)
-BACKENDS = ("torch", "onnx")   # how a transformer (alone or in an ensemble) runs its encoder
+BACKENDS = ("torch", "onnx", "onnx-int8")   # how a transformer (alone or in an ensemble) runs its encoder
 
 
 class SentimentModel(Protocol):
@@ -130,9 +130,10 @@ def load_sentiment_model(path: str | os.PathLike[str], cache_root: Path | None =
                          quantize: bool = False, backend: str | None = None) -> SentimentModel:
     """Load a sentiment artifact of any supported format (never executing code from it).
     ``cache_root`` holds converted base encoders (transformer models) and their ONNX exports;
-    ``quantize`` serves a transformer with dynamic int8; ``backend`` (``torch`` or ``onnx``, default
-    :func:`serving_backend`: ``CXLOOP_SERVING``) runs a transformer's encoder in torch or in ONNX
-    Runtime (:mod:`models.onnx_serving`). Both apply to an ensemble's transformer member."""
+    ``quantize`` serves a transformer with dynamic int8; ``backend`` (``torch``, ``onnx`` or
+    ``onnx-int8``, default :func:`serving_backend`: ``CXLOOP_SERVING``) runs a transformer's encoder
+    in torch or in ONNX Runtime, float32 or dynamic int8 (:mod:`models.onnx_serving`). Both apply to
+    an ensemble's transformer member."""
     p = Path(path)
     if not p.is_dir():
         raise ModelLoadError(f"model folder not found: {p}")
@@ -142,14 +143,14 @@ def load_sentiment_model(path: str | os.PathLike[str], cache_root: Path | None =
         return BaselineSentiment.load(p)
     if fmt == TRANSFORMER_FORMAT:
         from models.transformer import TransformerSentiment
-        if backend == "onnx":
+        if backend != "torch":
             from models.onnx_serving import require_onnx
             if quantize:
                 raise ModelLoadError("int8 (quantize) and ONNX serving are alternatives: choose one")
             require_onnx()  # before the encoder loads: a missing extra fails at once
         cache = cache_root or default_cache_root()
         model = TransformerSentiment.load(p, cache, quantize=quantize)
-        return model.use_onnx(cache) if backend == "onnx" else model
+        return model if backend == "torch" else model.use_onnx(cache, int8=backend == "onnx-int8")
     if fmt == ENSEMBLE_FORMAT:
         from models.ensemble import EnsembleSentiment
         return EnsembleSentiment.load(p, lambda member: load_sentiment_model(member, cache_root, quantize, backend))

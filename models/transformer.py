@@ -238,12 +238,12 @@ class TransformerSentiment:
         self._memo = None
         return self
 
-    def use_onnx(self, cache_root: Path) -> TransformerSentiment:
+    def use_onnx(self, cache_root: Path, int8: bool = False) -> TransformerSentiment:
         """Serve :meth:`embed` with ONNX Runtime (in place): the encoder and mean pooling are exported
-        once per machine to ``<cache_root>/onnx/`` (:mod:`models.onnx_serving`); the heads stay in
-        torch. Needs ``pip install 'cxloop[onnx]'``; not with :meth:`quantize`."""
+        once per machine to ``<cache_root>/onnx/`` (:mod:`models.onnx_serving`), with int8 weights if
+        ``int8``; the heads stay in torch. Needs ``pip install 'cxloop[onnx]'``; not with :meth:`quantize`."""
         from models.onnx_serving import onnx_encoder
-        self.onnx = onnx_encoder(self, cache_root)
+        self.onnx = onnx_encoder(self, cache_root, int8=int8)
         self._memo = None
         return self
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from models.baseline import ModelLoadError
-from models.e5_base import ensure_base
 from models.registry import load_sentiment_model, resolve_model
 from models.transformer import TransformerSentiment
 
@@ -23,21 +22,6 @@ TEXTS = ["物流太慢了，等了一个星期才到", "好", "客服态度很�
 def onnx_installed() -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory, base_cache: Path) -> Path:
-    """A 2-layer, 64-wide BERT with the real e5 tokenizer (as in test_transformer.py)."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-base-onnx")
-    tok = AutoTokenizer.from_pretrained(ensure_base(base_cache))
-    config = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=128, max_position_embeddings=130, type_vocab_size=1,
-                        pad_token_id=tok.pad_token_id)
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +97,56 @@ def test_a_clear_error_without_the_onnx_extra_or_with_a_bad_choice(tmp_path: Pat
         model.use_onnx(cache)
     assert model.onnx is None and not (cache / "onnx").exists()
     monkeypatch.setenv("CXLOOP_SERVING", "tensorrt")
-    with pytest.raises(ModelLoadError, match="CXLOOP_SERVING='tensorrt': choose one of torch, onnx"):
+    with pytest.raises(ModelLoadError, match="CXLOOP_SERVING=.tensorrt.: choose one of torch, onnx, onnx-int8"):
         load_sentiment_model(tiny_model, cache)
     monkeypatch.setenv("CXLOOP_SERVING", "torch")
     assert load_sentiment_model(tiny_model, cache).onnx is None
+
+
+def test_onnx_int8_is_cached_beside_the_export_and_close_to_torch(tmp_path: Path, tiny_model: Path, onnx_installed,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.onnx_serving as onnx_serving
+    cache = tmp_path / "cache"
+    fp32 = load_sentiment_model(tiny_model, cache, backend="torch")
+    served = load_sentiment_model(tiny_model, cache, backend="onnx-int8")
+    exported = cache / "onnx" / "tiny-onnx-1-1l.onnx"
+    quantized = cache / "onnx" / "tiny-onnx-1-1l.int8.onnx"
+    assert served.onnx is not None and served.onnx.path == quantized
+    assert sorted(p.name for p in quantized.parent.iterdir()) == sorted([exported.name, quantized.name])  # no tmp file
+    import onnx
+    graph = onnx.load(str(quantized)).graph
+    ops = {n.op_type for n in graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops   # int8 matrix products
+    assert [n for n in graph.node if n.name.endswith("/output/dense/MatMul") and "/attention/" not in n.name
+            and n.op_type == "MatMul"]   # the feed-forward output stays float32
+
+    p, ref = served.predict_proba(TEXTS), fp32.predict_proba(TEXTS)
+    assert p.shape == ref.shape and np.allclose(p.sum(1), 1, atol=1e-5)
+    assert np.abs(p - ref).max() < 0.1   # the tiny model measures about 0.01
+    assert (p.argmax(1) == ref.argmax(1)).mean() >= 5 / 6
+    assert served.predict_proba([]).shape == (0, 3)
+
+    # a second load on this machine (backend chosen by CXLOOP_SERVING) reuses both files
+    stamps = (exported.stat().st_mtime_ns, quantized.stat().st_mtime_ns)
+
+    def no_export(*_a, **_k):
+        raise AssertionError("made again")
+
+    monkeypatch.setattr(onnx_serving, "export", no_export)
+    monkeypatch.setattr(onnx_serving, "quantize", no_export)
+    monkeypatch.setenv("CXLOOP_SERVING", "onnx-int8")
+    again = load_sentiment_model(tiny_model, cache)
+    assert again.onnx.path == quantized and (exported.stat().st_mtime_ns, quantized.stat().st_mtime_ns) == stamps
+    np.testing.assert_allclose(again.predict_proba(TEXTS), p, atol=1e-6)
+    with pytest.raises(ModelLoadError, match="alternatives"):
+        load_sentiment_model(tiny_model, cache, quantize=True)
+    monkeypatch.undo()
+
+    # a damaged int8 file is quantised again; so is a missing one, from the cached export
+    quantized.write_bytes(b"not an onnx model")
+    np.testing.assert_allclose(load_sentiment_model(tiny_model, cache, backend="onnx-int8").predict_proba(TEXTS),
+                               p, atol=1e-6)
+    quantized.unlink()
+    monkeypatch.setattr(onnx_serving, "export", no_export)
+    np.testing.assert_allclose(load_sentiment_model(tiny_model, cache, backend="onnx-int8").predict_proba(TEXTS),
+                               p, atol=1e-6)
