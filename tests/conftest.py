@@ -24,6 +24,24 @@ def base_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory, base_cache: Path) -> Path:
+    """A 2-layer, 64-wide BERT with the real e5 tokenizer: fine-tunes and exports in seconds."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from models.e5_base import ensure_base
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-base")
+    tok = AutoTokenizer.from_pretrained(ensure_base(base_cache))
+    config = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=130, type_vocab_size=1,
+                        pad_token_id=tok.pad_token_id)
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def prefect_server():
     """A real (temporary) Prefect API for flow tests."""
     from prefect.testing.utilities import prefect_test_harness

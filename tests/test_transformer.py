@@ -70,21 +70,6 @@ def test_fit_temperature_recovers_scale() -> None:
     assert fit_temperature(true * 3, y) == pytest.approx(3, rel=0.1)
 
 
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory, e5_folder: Path) -> Path:
-    """A 2-layer, 64-wide BERT with the real e5 tokenizer: fine-tunes in seconds."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-base")
-    tok = AutoTokenizer.from_pretrained(e5_folder)
-    config = BertConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=128, max_position_embeddings=130, type_vocab_size=1,
-                        pad_token_id=tok.pad_token_id)
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
 def _frame() -> pd.DataFrame:
     pos = ["很好，非常满意", "质量不错，推荐购买", "服务热情，下次还来", "物流很快，包装完好", "味道好极了"]
     neg = ["太差了，再也不买", "质量很差，退货了", "客服态度恶劣", "物流慢得要死", "难吃，差评"]
