@@ -86,9 +86,15 @@ def spike_decision(x: int, volume: int, hist_neg: list[int], hist_vol: list[int]
     return {"kind": kind, "observed": float(x) if vol_spike else x / volume,
             "expected": lam if vol_spike else p0, "p_value": p_vol if vol_spike else p_rate,
             "volume_test": {"neg_count": x, "baseline_mean": round(lam, 3), "dispersion": round(phi, 3),
-                            "p_value": p_vol},
+                            "p_value": _significant(p_vol)},
             "rate_test": {"neg_rate": round(x / volume, 4), "volume": volume, "baseline_rate": round(p0, 4),
-                          "baseline_volume": base_vol, "p_value": p_rate}}
+                          "baseline_volume": base_vol, "p_value": _significant(p_rate)}}
+
+
+def _significant(p: float) -> float:
+    """``p`` to 4 significant digits for the evidence text: a full-precision float's 16+ digit run
+    is noise to a reader, and can even pass a bank-card checksum in the warehouse's PII scan."""
+    return float(f"{p:.4g}")
 
 
 def _cells(wh: Warehouse) -> list[dict]:
