@@ -83,11 +83,17 @@ def _log(p: subprocess.Popen) -> str:
 
 def test_two_runs_at_once_equal_one_clean_run(clean: tuple[Path, dict, object], tmp_path: Path) -> None:
     """Two ``cxloop run`` on the same warehouse started together: both finish (the one that finds the
-    file in use waits and says so), and the warehouse is the clean run's."""
+    file in use waits and says so), and the warehouse is the clean run's. The test holds the file until
+    a run has found it in use, so the two always meet there, however the scheduler orders them."""
     _, expected, _ = clean
     home = tmp_path / "home"
     home.mkdir()
-    runs = [_popen(home, *JOB[0]) for _ in range(2)]
+    with Warehouse(home / "cx.duckdb").connect():
+        runs = [_popen(home, *JOB[0]) for _ in range(2)]
+        deadline = time.monotonic() + 300
+        while not any("is in use by another process" in _log(p) for p in runs):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in runs), [_log(p)[-2000:] for p in runs]
+            time.sleep(0.2)
     codes = [p.wait(timeout=600) for p in runs]
     logs = [_log(p) for p in runs]
     assert codes == [0, 0], logs[0][-2000:] + logs[1][-2000:]
