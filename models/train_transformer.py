@@ -40,7 +40,8 @@ class TransformerOptions:
     head_lr: float = 1e-3
     weight_decay: float = 0.01
     warmup: float = 0.06
-    freeze_layers: int = 2               # the embeddings and this many lowest layers stay as the base
+    freeze_layers: int = 2               # the embeddings and up to this many lowest layers stay as the base
+                                         # (a compact model always tunes at least its top 2 layers)
     layers: int | None = None            # keep only the lowest N encoder layers (a compact student)
     teacher: str | None = None           # distil from this sentiment artifact's probabilities
     distill_weight: float = 0.7          # share of the loss that matches the teacher (rest: the labels)
@@ -126,7 +127,8 @@ def train_sentiment_transformer(options: TransformerOptions, out_root: Path, cac
     net = model.net.to(device)
     for p in net.encoder.embeddings.parameters():
         p.requires_grad = False
-    for layer in net.encoder.encoder.layer[:options.freeze_layers]:
+    frozen = min(options.freeze_layers, max(0, net.encoder.config.num_hidden_layers - 2))
+    for layer in net.encoder.encoder.layer[:frozen]:
         for p in layer.parameters():
             p.requires_grad = False
     label_index = {lab: i for i, lab in enumerate(LABELS)}
@@ -243,7 +245,7 @@ def train_sentiment_transformer(options: TransformerOptions, out_root: Path, cac
         f"over tokens and the `query: ` prefix, a linear sentiment head, fine-tuned with AdamW "
         f"(lr {options.lr}, head {options.head_lr}, {options.epochs} epoch(s), batches of up to "
         f"{options.batch_size} length-bucketed texts, max {options.max_length} tokens). Word embeddings and the "
-        f"lowest {options.freeze_layers} layers stay frozen; the artifact stores only the tuned layers and the "
+        f"lowest {frozen} layers stay frozen; the artifact stores only the tuned layers and the "
         f"head in fp16. "
         + (f"Distilled from `{Path(options.teacher).name}`: the loss is {options.distill_weight} × the "
            f"KL divergence to the teacher's probabilities at temperature {options.distill_temperature} and "

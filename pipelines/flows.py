@@ -144,7 +144,7 @@ def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: s
             teacher_dir = str(resolve_model(teacher, settings.models_dir)) if teacher else None
             result = train_sentiment_transformer(
                 TransformerOptions(data_dir=data_dir, max_rows=max_rows, base=base, epochs=epochs, layers=layers,
-                                   teacher=teacher_dir, freeze_layers=min(2, max(0, (layers or 12) - 2))),
+                                   teacher=teacher_dir),
                 settings.models_dir, settings.cache_dir, log=log.info, compare_with=current_dir)
         elif kind == "ensemble":
             from models.train_ensemble import train_sentiment_ensemble
