@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipelines.config import Settings, prepare_prefect_env
+from pipelines.distributed import cluster_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="cxloop: close the customer-experience loop.")
 train_app = typer.Typer(no_args_is_help=True, help="Train, evaluate, register and promote models.")
@@ -50,10 +51,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from models.data import DataMissingError
     from models.e5_base import BaseModelError
     from nlp import TaxonomyError
+    from pipelines.distributed import ClusterConfigError
     from pipelines.sources import SourceError
     from pipelines.warehouse import WarehouseError
 
-    return (SourceError, TaxonomyError, ModelLoadError, WarehouseError, DataMissingError, BaseModelError)
+    return (SourceError, TaxonomyError, ModelLoadError, WarehouseError, DataMissingError, BaseModelError,
+            ClusterConfigError)
 
 
 def _run(fn: Callable[[], Any]) -> Any:
@@ -72,6 +75,7 @@ def _settings(home: Path | None, db: Path | None, taxonomy: Path | None = None) 
         os.environ["CXLOOP_TAXONOMY"] = str(settings.taxonomy_path)
     if settings.taxonomy_file():  # given or HOME/taxonomy.yaml: a broken taxonomy fails before anything runs
         _run(settings.load_taxonomy)
+    _run(cluster_settings)  # so does a bad CXLOOP_DASK_* setting
     return settings
 
 

@@ -10,20 +10,29 @@ this process may use; ``models.parallel``), forked once per run, in chunks of 1,
 (fewer than two chunks pending: in-process); the writes stay in this process, in Arrow batches of
 ``BATCH_ROWS`` rows, in the rows' order. A run with workers stores exactly the rows a serial run
 stores (``tests/test_speed.py``).
+
+With ``CXLOOP_DASK_ADDRESS`` or ``CXLOOP_DASK_WORKERS`` set, the scoring fans out over a Dask
+cluster instead, partition by partition, through Prefect's ``DaskTaskRunner``; this process stays
+the one writer (``pipelines.distributed``; a local run and a cluster run store the same rows,
+``tests/test_dask_enrich.py``).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from datetime import datetime
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from prefect import flow, task
 
 from models.parallel import AnalyzerPool
 from models.predict import Analyzer, current_analysis_version
 from pipelines import progress
 from pipelines.config import Settings, worker_count
+from pipelines.distributed import ClusterSettings, cluster_settings, staging_root, task_runner
 from pipelines.runs import logger, recorded_run
 from pipelines.warehouse import Warehouse
 
@@ -134,13 +143,101 @@ def enrich_pending(db: str, home: str, model: str | None, run_id: str, batch_row
     return {"scored": done, "model_version": analyzer.model_version}
 
 
+# -- on a Dask cluster (pipelines.distributed) ---------------------------------------------------
+_PARTITION_ANALYZERS: dict[tuple[str, str | None, str | None], Analyzer] = {}  # per worker process
+
+
+def _partition_analyzer(home: str, taxonomy: str | None, model: str | None) -> Analyzer:
+    """The analyzer of this worker process, loaded on its first partition and kept for the next."""
+    key = (home, taxonomy, model)
+    if key not in _PARTITION_ANALYZERS:
+        settings = Settings.resolve(home, taxonomy=taxonomy)
+        _PARTITION_ANALYZERS[key] = Analyzer.load(model, settings.models_dir, settings.load_taxonomy(),
+                                                  settings.cache_dir)
+    return _PARTITION_ANALYZERS[key]
+
+
+@task(name="score-partition", retries=2, retry_delay_seconds=5)
+def score_partition(in_path: str, out_path: str, home: str, taxonomy: str | None, model: str | None,
+                    version: str, run_id: str) -> int:
+    """Score one staged partition (on a cluster worker) into ``out_path`` (Parquet, ``feedback_nlp``
+    layout), chunk by chunk; the file appears whole or not at all. Returns its row count."""
+    analyzer = _partition_analyzer(home, taxonomy, model)
+    if analyzer.model_version != version:
+        raise RuntimeError(f"this worker's model is {analyzer.model_version}, the run scores with {version}: "
+                           "the worker does not see the same CXLOOP_HOME models (or the model changed mid-run)")
+    part = pq.read_table(in_path)
+    tmp = out_path + ".tmp"
+    with pq.ParquetWriter(tmp, NLP_SCHEMA) as out:
+        for chunk in part.to_batches(max_chunksize=CHUNK_ROWS):
+            out.write_table(enrich_batch(analyzer, chunk.column("feedback_id").to_pylist(),
+                                         chunk.column("text").to_pylist(), run_id))
+    os.replace(tmp, out_path)
+    return part.num_rows
+
+
+@flow(name="enrich-on-cluster")
+def enrich_on_cluster(db: str, home: str, model: str | None, run_id: str, partition_rows: int) -> dict:
+    """Stage the pending rows as Parquet partitions, score them as ``score-partition`` task runs on
+    the flow's task runner (a ``DaskTaskRunner``), load each finished partition in one transaction."""
+    settings = Settings.resolve(home, db)
+    wh = Warehouse(settings.db_path)
+    version = current_analysis_version(settings.models_dir, model, settings.load_taxonomy())
+    with wh.connect() as con:
+        pending = con.execute(PENDING_SQL, [version]).to_arrow_table()
+    log = logger()
+    if pending.num_rows == 0:
+        log.info("enrich: nothing to score with %s", version)
+        return {"scored": 0, "model_version": version}
+    stage = staging_root(settings.home) / run_id
+    stage.mkdir(parents=True, exist_ok=True)
+    taxonomy = settings.taxonomy_file()
+    futures = []
+    for i, part in enumerate(pending.to_batches(max_chunksize=partition_rows)):
+        in_path, out_path = stage / f"in-{i:05d}.parquet", stage / f"out-{i:05d}.parquet"
+        pq.write_table(pa.Table.from_batches([part]), in_path)
+        futures.append(score_partition.submit(str(in_path), str(out_path), str(settings.home),
+                                              str(taxonomy) if taxonomy else None, model, version, run_id))
+    log.info("enrich: %d rows to score with %s in %d partitions", pending.num_rows, version, len(futures))
+    rep = progress.reporter()
+    rep.start("enrich", pending.num_rows)
+    done, failed = 0, []
+    try:
+        for i, future in enumerate(futures):  # in partition order: the rows land as a local run stores them
+            try:
+                future.result()
+            except Exception as e:  # noqa: BLE001 - the other partitions still land; the next run retries this one
+                failed.append(f"partition {i}: {e}")
+                continue
+            scored = pq.read_table(stage / f"out-{i:05d}.parquet")
+            done += write_nlp(wh, scored)
+            rep.advance("enrich", scored.num_rows)
+    finally:
+        rep.finish("enrich")
+        shutil.rmtree(stage, ignore_errors=True)
+    if failed:
+        raise RuntimeError(f"enrich: {len(failed)} of {len(futures)} partitions failed ({done} rows stored; "
+                           f"the next run scores the rest): " + "; ".join(failed))
+    return {"scored": done, "model_version": version}
+
+
+def _enrich(settings: Settings, model: str | None, run_id: str, cluster: ClusterSettings | None) -> dict:
+    if cluster is None:
+        return enrich_pending(str(settings.db_path), str(settings.home), model, run_id)
+    logger().info("enrich: scoring on a %s", cluster.description)
+    on_cluster = enrich_on_cluster.with_options(task_runner=task_runner(cluster))
+    return on_cluster(str(settings.db_path), str(settings.home), model, run_id, cluster.partition_rows)
+
+
 @flow(name="enrich")
 def enrich_flow(db: str | None = None, home: str | None = None, model: str | None = None) -> dict:
-    """Segment and classify every stored row that lacks NLP for the current model version."""
+    """Segment and classify every stored row that lacks NLP for the current model version (on a Dask
+    cluster when ``CXLOOP_DASK_ADDRESS`` or ``CXLOOP_DASK_WORKERS`` is set)."""
     settings = Settings.resolve(home, db)
+    cluster = cluster_settings()  # a bad setting fails here, before anything is recorded
     wh = Warehouse(settings.db_path)
     sync_topics(wh, settings)
     with recorded_run(wh, "enrich", {"model": model}) as run:
-        run.counts = enrich_pending(str(settings.db_path), str(settings.home), model, run.run_id)
+        run.counts = _enrich(settings, model, run.run_id, cluster)
     logger().info("enrich: %(scored)d rows scored with %(model_version)s", run.counts)
     return run.counts

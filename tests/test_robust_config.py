@@ -128,3 +128,17 @@ def test_a_broken_taxonomy(setup: tuple[Path, Path, dict], tmp_path: Path, conte
     _one_error(r, message)
     assert str(f) in r.stderr and _digest(home) == before
     assert not (tmp_path / "executed").exists()
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"CXLOOP_DASK_WORKERS": "two"}, "CXLOOP_DASK_WORKERS='two'"),
+    ({"CXLOOP_DASK_WORKERS": "2", "CXLOOP_DASK_ADDRESS": "tcp://127.0.0.1:1"}, "not both"),
+])
+def test_a_bad_dask_setting(setup: tuple[Path, Path, dict], monkeypatch: pytest.MonkeyPatch, env: dict,
+                            message: str) -> None:
+    _, home, _ = setup
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    before = _digest(home)
+    _one_error(_cxloop(home, "run"), message)
+    assert _digest(home) == before
