@@ -42,17 +42,18 @@ VERIFY_TRANSITIONS: dict[str, frozenset[str]] = {
 CHANNEL_NAMES = {"app_review": "应用商店评论", "hotline": "客服热线", "online_chat": "在线客服", "survey": "问卷调研",
                  "social": "社交媒体", "email": "邮件投诉", "store": "门店", "unknown": "未知渠道", "*": "全部渠道"}
 
+# MERGE rather than ON CONFLICT: the same statement works where tables have no keys (DuckLake)
 UPSERT_SQL = """
-INSERT INTO backlog (item_id, topic, channel, title, owner_team, owner_source, status, priority, neg_count, neg_rate,
-                     first_seen_period, last_seen_period, keywords, quotes, created_at, updated_at, run_id)
-SELECT item_id, topic, channel, title, owner_team, 'taxonomy', 'new', priority, neg_count, neg_rate,
-       period_start, period_start, keywords, quotes, $now, $now, $run_id
-FROM _cx_candidates
-ON CONFLICT (item_id) DO UPDATE SET
-    priority = excluded.priority, neg_count = excluded.neg_count, neg_rate = excluded.neg_rate,
-    last_seen_period = greatest(backlog.last_seen_period, excluded.last_seen_period),
-    keywords = excluded.keywords, quotes = excluded.quotes, updated_at = excluded.updated_at,
-    run_id = excluded.run_id
+MERGE INTO backlog USING _cx_candidates AS c ON backlog.item_id = c.item_id
+WHEN MATCHED THEN UPDATE SET
+    priority = c.priority, neg_count = c.neg_count, neg_rate = c.neg_rate,
+    last_seen_period = greatest(backlog.last_seen_period, c.period_start),
+    keywords = c.keywords, quotes = c.quotes, updated_at = $now, run_id = $run_id
+WHEN NOT MATCHED THEN INSERT (item_id, topic, channel, title, owner_team, owner_source, status, priority, neg_count,
+                              neg_rate, first_seen_period, last_seen_period, keywords, quotes, created_at,
+                              updated_at, run_id)
+    VALUES (c.item_id, c.topic, c.channel, c.title, c.owner_team, 'taxonomy', 'new', c.priority, c.neg_count,
+            c.neg_rate, c.period_start, c.period_start, c.keywords, c.quotes, $now, $now, $run_id)
 """
 
 

@@ -40,7 +40,8 @@ console = Console()
 err = Console(stderr=True)
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="Run-time folder (default $CXLOOP_HOME or ./data).")]
-DbOpt = Annotated[Path | None, typer.Option("--db", help="DuckDB file (default $CXLOOP_DB or HOME/cx.duckdb).")]
+DbOpt = Annotated[str | None, typer.Option("--db", help="DuckDB file, or ducklake:CATALOG for a DuckLake "
+                                                   "(default $CXLOOP_DB or HOME/cx.duckdb).")]
 TaxOpt = Annotated[Path | None, typer.Option("--taxonomy", help="taxonomy.yaml to use instead of the default.")]
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", help="'transformer', 'baseline', a model version or a model folder (default: the current model).")]
@@ -68,7 +69,7 @@ def _run(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(1) from None
 
 
-def _settings(home: Path | None, db: Path | None, taxonomy: Path | None = None) -> Settings:
+def _settings(home: Path | None, db: str | None, taxonomy: Path | None = None) -> Settings:
     settings = Settings.resolve(home, db, taxonomy)
     prepare_prefect_env(settings)
     if taxonomy:  # flows resolve their settings again: the environment carries the choice to them
@@ -189,11 +190,13 @@ def run(paths: Annotated[list[Path] | None, typer.Argument(help="Files or folder
     show_loop(_run, settings, result)
     if result.get("report"):
         console.print(f"\nReport: [bold]{result['report']['path']}[/] (open it in a browser; `cxloop report -o FILE`)")
+    python = (f"Warehouse({str(settings.db_path)!r}).query('FROM v_feedback')  (pipelines.warehouse)"
+              if settings.is_lake else
+              f"duckdb.connect('{settings.db_path}', read_only=True).sql('FROM v_feedback').df()")
     console.print(f"\nWarehouse: [bold]{settings.db_path}[/]. Query it with\n"
                   f"  cxloop sql \"SELECT * FROM v_pain_points ORDER BY period_start DESC, priority DESC LIMIT 20\"\n"
                   f"  cxloop backlog\n"
-                  f"or from Python: duckdb.connect('{settings.db_path}', read_only=True)"
-                  f".sql('FROM v_feedback').df()")
+                  f"or from Python: {python}")
     _exit_if_files_failed(result["ingest"]["counts"])
 
 

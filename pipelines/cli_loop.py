@@ -29,7 +29,8 @@ console = Console()
 err = Console(stderr=True)
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="Run-time folder (default $CXLOOP_HOME or ./data).")]
-DbOpt = Annotated[Path | None, typer.Option("--db", help="DuckDB file (default $CXLOOP_DB or HOME/cx.duckdb).")]
+DbOpt = Annotated[str | None, typer.Option("--db", help="DuckDB file, or ducklake:CATALOG for a DuckLake "
+                                                   "(default $CXLOOP_DB or HOME/cx.duckdb).")]
 ByOpt = Annotated[str | None, typer.Option("--by", help="Who acts (default $CXLOOP_USER or the login name).")]
 ItemArg = Annotated[str, typer.Argument(help="Backlog item id, e.g. BL-1a2b3c4d.")]
 NoteOpt = Annotated[str | None, typer.Option("--note", help="Why: kept in the item's history.")]
@@ -50,7 +51,7 @@ def _parse_when(value: str | None, what: str) -> datetime | None:
 
 
 def register(app: typer.Typer, run: Callable[[Callable[[], Any]], Any],
-             settings_for: Callable[[Path | None, Path | None], Settings]) -> None:
+             settings_for: Callable[[Path | None, str | None], Settings]) -> None:
     """Add the loop's commands to ``app``. ``run`` turns user errors into one ``error:`` line;
     ``settings_for`` prepares settings (and Prefect's environment) from ``--home``/``--db``."""
 
@@ -63,7 +64,7 @@ def register(app: typer.Typer, run: Callable[[Callable[[], Any]], Any],
             err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
-    def wh(home: Path | None, db: Path | None):  # noqa: ANN202 - a Warehouse, imported lazily
+    def wh(home: Path | None, db: str | None):  # noqa: ANN202 - a Warehouse, imported lazily
         from pipelines.warehouse import Warehouse
 
         return Warehouse(Settings.resolve(home, db).db_path)

@@ -26,7 +26,8 @@ console = Console()
 err = Console(stderr=True)
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="Run-time folder (default $CXLOOP_HOME or ./data).")]
-DbOpt = Annotated[Path | None, typer.Option("--db", help="DuckDB file (default $CXLOOP_DB or HOME/cx.duckdb).")]
+DbOpt = Annotated[str | None, typer.Option("--db", help="DuckDB file, or ducklake:CATALOG for a DuckLake "
+                                                   "(default $CXLOOP_DB or HOME/cx.duckdb).")]
 TaxOpt = Annotated[Path | None, typer.Option("--taxonomy", help="taxonomy.yaml to use and to write "
                                              "(default $CXLOOP_TAXONOMY, else HOME/taxonomy.yaml).")]
 ByOpt = Annotated[str | None, typer.Option("--by", help="Who decides (default $CXLOOP_USER or the login name).")]
@@ -45,7 +46,7 @@ def register(app: typer.Typer, run: Callable[[Callable[[], Any]], Any]) -> None:
             err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
-    def settings_for(home: Path | None, db: Path | None, taxonomy: Path | None) -> Settings:
+    def settings_for(home: Path | None, db: str | None, taxonomy: Path | None) -> Settings:
         settings = Settings.resolve(home, db, taxonomy)
         prepare_prefect_env(settings)  # before pipelines.emerging imports Prefect
         return settings

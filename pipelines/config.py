@@ -4,7 +4,9 @@
 installed elsewhere) holds the run-time state: the DuckDB file ``cx.duckdb``, trained model
 versions under ``models/``, the converted base encoder under ``cache/`` (``CXLOOP_CACHE`` moves it),
 Prefect's home ``.prefect/``, and the pseudonymisation salt. ``--db`` or
-``CXLOOP_DB`` point at another DuckDB file.
+``CXLOOP_DB`` point at another DuckDB file, or at a DuckLake with ``ducklake:CATALOG`` (the catalog
+a DuckDB file, its Parquet data under ``CXLOOP_LAKE_DATA_PATH`` or ``CATALOG.files/``; see
+``pipelines.warehouse``).
 
 The taxonomy in use is, in this order: ``--taxonomy`` / ``CXLOOP_TAXONOMY``; else
 ``CXLOOP_HOME/taxonomy.yaml`` when it exists (``cxloop taxonomy accept`` creates it); else the
@@ -14,6 +16,7 @@ shipped ``nlp/resources/taxonomy.yaml``.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,22 @@ from pathlib import Path
 from nlp import Taxonomy, default_taxonomy, load_taxonomy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+LAKE_PREFIX = "ducklake:"                 # --db ducklake:CATALOG: the warehouse in DuckLake
+LAKE_DATA_ENV = "CXLOOP_LAKE_DATA_PATH"   # where a lake's Parquet files go (default CATALOG.files/)
+OTHER_CATALOG_RE = re.compile(r"^[a-z]{2,}:")  # ducklake:postgres:…: a catalog that is no local file
+
+
+def db_location(raw: str | os.PathLike[str]) -> Path | str:
+    """A warehouse location as ``--db`` / ``CXLOOP_DB`` give it, made absolute: a DuckDB file is a
+    resolved ``Path``; a DuckLake is the string ``ducklake:CATALOG``, with a local catalog file's
+    path resolved (``ducklake:postgres:…`` is kept as it is)."""
+    text = os.fspath(raw).strip()
+    if not text.startswith(LAKE_PREFIX):
+        return Path(text).expanduser().resolve()
+    catalog = text[len(LAKE_PREFIX):]
+    if not catalog or OTHER_CATALOG_RE.match(catalog):
+        return text
+    return LAKE_PREFIX + str(Path(catalog).expanduser().resolve())
 
 
 def _default_home() -> Path:
@@ -34,13 +53,13 @@ class Settings:
     """Resolved run-time settings (environment variables, then defaults)."""
 
     home: Path = field(default_factory=lambda: Path(os.environ.get("CXLOOP_HOME") or _default_home()))
-    db_path: Path | None = None
+    db_path: Path | str | None = None  # a DuckDB file, or "ducklake:CATALOG" (see db_location)
     taxonomy_path: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
         db = self.db_path or os.environ.get("CXLOOP_DB") or self.home / "cx.duckdb"
-        object.__setattr__(self, "db_path", Path(db).expanduser().resolve())
+        object.__setattr__(self, "db_path", db_location(db))
         tax = self.taxonomy_path or os.environ.get("CXLOOP_TAXONOMY")
         object.__setattr__(self, "taxonomy_path", Path(tax).expanduser().resolve() if tax else None)
 
@@ -51,7 +70,13 @@ class Settings:
         kwargs: dict = {}
         if home:
             kwargs["home"] = Path(home)
-        return cls(db_path=Path(db) if db else None, taxonomy_path=Path(taxonomy) if taxonomy else None, **kwargs)
+        return cls(db_path=os.fspath(db) if db else None, taxonomy_path=Path(taxonomy) if taxonomy else None,
+                   **kwargs)
+
+    @property
+    def is_lake(self) -> bool:
+        """Whether the warehouse is a DuckLake (``--db ducklake:…``) rather than one DuckDB file."""
+        return str(self.db_path).startswith(LAKE_PREFIX)
 
     @property
     def home_taxonomy_path(self) -> Path:

@@ -55,15 +55,22 @@ WHERE n.sentiment = 'neg' AND len(n.topics) = 0 AND f.created_at >= ?
 ORDER BY f.feedback_id
 """
 
+# MERGE rather than ON CONFLICT: the same statement works where tables have no keys (DuckLake)
 UPSERT_SQL = """
-INSERT INTO topic_candidates (candidate_id, keywords, match_keywords, quotes, size, feedback_ids, first_seen,
+MERGE INTO topic_candidates AS t
+USING (SELECT ?::VARCHAR AS candidate_id, ?::VARCHAR[] AS keywords, ?::VARCHAR[] AS match_keywords,
+              ?::VARCHAR[] AS quotes, ?::INTEGER AS size, ?::VARCHAR[] AS feedback_ids, ?::TIMESTAMP AS first_seen,
+              ?::TIMESTAMP AS last_seen, ?::DOUBLE AS coherence, ?::TIMESTAMP AS suggested_at, ?::VARCHAR AS run_id,
+              ?::TIMESTAMP AS computed_at) AS c
+ON t.candidate_id = c.candidate_id
+WHEN MATCHED THEN UPDATE SET
+    keywords = c.keywords, match_keywords = c.match_keywords, quotes = c.quotes, size = c.size,
+    feedback_ids = c.feedback_ids, first_seen = c.first_seen, last_seen = c.last_seen, coherence = c.coherence,
+    run_id = c.run_id, computed_at = c.computed_at
+WHEN NOT MATCHED THEN INSERT (candidate_id, keywords, match_keywords, quotes, size, feedback_ids, first_seen,
                               last_seen, coherence, status, suggested_at, run_id, computed_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, ?)
-ON CONFLICT (candidate_id) DO UPDATE SET
-    keywords = excluded.keywords, match_keywords = excluded.match_keywords, quotes = excluded.quotes,
-    size = excluded.size, feedback_ids = excluded.feedback_ids, first_seen = excluded.first_seen,
-    last_seen = excluded.last_seen, coherence = excluded.coherence, run_id = excluded.run_id,
-    computed_at = excluded.computed_at
+    VALUES (c.candidate_id, c.keywords, c.match_keywords, c.quotes, c.size, c.feedback_ids, c.first_seen,
+            c.last_seen, c.coherence, 'new', c.suggested_at, c.run_id, c.computed_at)
 """
 
 
@@ -186,8 +193,8 @@ def _normalise_id(candidate: str) -> str:
 
 
 def _existing(wh: Warehouse) -> Warehouse:
-    if not wh.path.exists():
-        raise WarehouseError(f"warehouse {wh.path} does not exist yet: run `cxloop run` or `cxloop ingest`")
+    if not wh.exists():
+        raise WarehouseError(f"warehouse {wh} does not exist yet: run `cxloop run` or `cxloop ingest`")
     return wh
 
 

@@ -166,9 +166,10 @@ def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: s
         with wh.transaction() as con:
             if better and promote_if_better:
                 con.execute("UPDATE model_versions SET promoted = false WHERE task = ?", [task_name])
-            con.execute("INSERT OR REPLACE INTO model_versions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [result.model_version, task_name, kind, str(result.model_dir),
-                         json.dumps(result.metrics), bool(better and promote_if_better), datetime.now()])
+            Warehouse.upsert_row(con, "model_versions", {
+                "model_version": result.model_version, "task": task_name, "kind": kind,
+                "path": str(result.model_dir), "metrics": json.dumps(result.metrics),
+                "promoted": bool(better and promote_if_better), "registered_at": datetime.now()})
         if ship:
             target = ship_model(result.model_dir, kind if task_name == "sentiment" else "topics")
             log.info("copied %s over the shipped default %s", result.model_version, target.name)

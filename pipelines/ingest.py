@@ -87,9 +87,11 @@ def ingest_file(wh: Warehouse, path: Path, *, source: str | None, columns: Colum
                             duplicates=prepared.duplicates + prepared.feedback.num_rows - stored,
                             quarantined=prepared.quarantine.num_rows, reasons=prepared.reasons,
                             flagged=prepared.flagged)
-        con.execute("INSERT OR IGNORE INTO source_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [src.sha256, name, str(path), src.size_bytes, src.encoding, result.read, result.stored,
-                     result.duplicates, result.quarantined, run_id, now])
+        Warehouse.insert_row(con, "source_files", {
+            "sha256": src.sha256, "source": name, "path": str(path), "size_bytes": src.size_bytes,
+            "encoding": src.encoding, "rows_read": result.read, "rows_stored": result.stored,
+            "rows_duplicate": result.duplicates, "rows_quarantined": result.quarantined, "run_id": run_id,
+            "ingested_at": now}, on_conflict="ignore")
     return result
 
 

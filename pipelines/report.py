@@ -65,7 +65,8 @@ class ReportContext:
 
     def columns(self, relation: str) -> list[str]:
         return [r[0] for r in self.con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+            "AND table_catalog = current_database() ORDER BY ordinal_position",
             [relation]).fetchall()]
 
 
@@ -488,7 +489,8 @@ SCRIPT = """
 
 
 def _relations(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
+                                      "WHERE table_catalog = current_database()").fetchall()}
 
 
 def _latest_week(con: duckdb.DuckDBPyConnection, relations: set[str]) -> date | None:
@@ -537,7 +539,7 @@ def build_report(db_path: str | Path, week: str | date | None = None,
  · 生成于 {generated:%Y-%m-%d %H:%M}</p></header>
 <nav>{nav}</nav>
 <main>{body}</main>
-<footer>cxloop · 数据文件 {escape(Path(db_path).name)} · 本报告为单一 HTML 文件，不依赖网络</footer>
+<footer>cxloop · 数据文件 {escape(wh.name)} · 本报告为单一 HTML 文件，不依赖网络</footer>
 <script>{SCRIPT}</script>
 </body></html>
 """

@@ -85,8 +85,8 @@ def recorded_run(wh: Warehouse, flow: str, params: dict | None = None) -> Iterat
     recorded = {**(params or {}), "pid": os.getpid(), "host": socket.gethostname()}
     with wh.transaction() as con:
         close_abandoned(con)
-        con.execute("INSERT OR REPLACE INTO runs (run_id, flow, started_at, status, params) VALUES (?, ?, ?, ?, ?)",
-                    [run.run_id, flow, datetime.now(), "running", json.dumps(recorded, default=str)])
+        Warehouse.upsert_row(con, "runs", {"run_id": run.run_id, "flow": flow, "started_at": datetime.now(),
+                                           "status": "running", "params": json.dumps(recorded, default=str)})
     try:
         yield run
     except BaseException as e:

@@ -1,4 +1,4 @@
-"""The DuckDB warehouse: one file, schema by numbered migrations, Arrow batch writes.
+"""The DuckDB warehouse: one file (or a DuckLake), schema by numbered migrations, Arrow batch writes.
 
 Every write in cxloop goes through :class:`Warehouse`. DuckDB allows one writing process per file
 (a second process fails at once with "Could not set lock"), so connections are opened per unit of
@@ -6,17 +6,28 @@ work, held briefly, and opening retries with back-off up to ``lock_timeout`` sec
 (``CXLOOP_LOCK_TIMEOUT``, default 120), logging why it waits. Each write method is one
 transaction: it either lands whole or not at all. :func:`fault_point` marks the places where the
 crash tests kill the process (tests/test_robust_crash.py, benchmarks/crash_kill.py).
+
+A location ``ducklake:CATALOG`` stores the same warehouse in DuckLake instead: the catalog in a
+database (a DuckDB file here; PostgreSQL with ``ducklake:postgres:…``), the data as Parquet files
+under ``CXLOOP_LAKE_DATA_PATH`` (default ``CATALOG.files/`` beside the catalog). A connection is
+then an in-memory DuckDB with the ``ducklake`` extension loaded from the ``cxloop[lake]`` extra and
+the lake attached as ``lake``. DuckLake has no primary keys, unique constraints or indexes: the
+migrations run translated by :func:`lake_sql`, and the writes that relied on key conflicts (insert
+or ignore, upserts) are written as anti-joins and ``MERGE INTO``, the same on both backends.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 import os
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -24,10 +35,14 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from pipelines.config import LAKE_DATA_ENV, LAKE_PREFIX, OTHER_CATALOG_RE
+
 log = logging.getLogger("cxloop.warehouse")
 
 MIGRATIONS = resources.files("pipelines") / "migrations"
 _MIGRATION_RE = re.compile(r"^(\d{3})_(\w+)\.sql$")
+SCHEMA_MIGRATIONS_SQL = ("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                         "version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
 
 
 class WarehouseError(RuntimeError):
@@ -50,6 +65,130 @@ def migrations() -> list[tuple[int, str, str]]:
 
 def _is_lock_error(e: Exception) -> bool:
     return isinstance(e, duckdb.IOException) and ("lock" in str(e).lower())
+
+
+# -- DuckLake --------------------------------------------------------------------------------------
+LAKE_ALIAS = "lake"                         # the name the lake is attached under
+LAKE_PACKAGE = "duckdb_extension_ducklake"  # the PyPI package duckdb-extension-ducklake (extra cxloop[lake])
+LAKE_EXTRA = "cxloop[lake]"
+_URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*://")  # s3://, gs://, az://, https://
+
+
+def _sql_str(text: str) -> str:
+    """A SQL string literal (ATTACH and LOAD take no parameters)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def ducklake_extension() -> Path:
+    """The ``ducklake`` extension file of the installed ``duckdb-extension-ducklake`` package (it
+    loads offline, into the same DuckDB version only)."""
+    hint = f"pip install '{LAKE_EXTRA}' (duckdb-extension-ducklake=={duckdb.__version__})"
+    try:
+        spec = importlib.util.find_spec(LAKE_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise WarehouseError(f"a DuckLake warehouse needs the DuckLake extension, which is not installed: {hint}")
+    path = (Path(next(iter(spec.submodule_search_locations))) / "extensions" / f"v{duckdb.__version__}"
+            / "ducklake.duckdb_extension")
+    if not path.is_file():
+        raise WarehouseError(f"the installed DuckLake extension has no build for duckdb {duckdb.__version__} "
+                             f"({path} is missing): {hint}")
+    return path
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Where a DuckLake warehouse lives: ``catalog`` (what follows ``ducklake:``) and the data path
+    given explicitly (``CXLOOP_LAKE_DATA_PATH``), if any."""
+
+    catalog: str
+    data_path: str | None = None
+
+    @classmethod
+    def parse(cls, location: str, data_path: str | None = None) -> Lake:
+        catalog = location[len(LAKE_PREFIX):]
+        if not catalog:
+            raise WarehouseError(f"{location!r}: name the catalog, e.g. ducklake:data/cx.ducklake")
+        explicit = data_path or os.environ.get(LAKE_DATA_ENV) or None
+        if explicit and not _URL_RE.match(explicit):  # a local folder: absolute, as the catalog stores it
+            explicit = str(Path(explicit).expanduser().resolve())
+        return cls(catalog, explicit)
+
+    @property
+    def catalog_file(self) -> Path | None:
+        """The DuckDB file holding the catalog; None for a catalog in another database (PostgreSQL…)."""
+        return None if OTHER_CATALOG_RE.match(self.catalog) else Path(self.catalog)
+
+    @property
+    def default_data_path(self) -> str | None:
+        return f"{self.catalog_file.resolve()}.files/" if self.catalog_file else None
+
+    def attach_sql(self, read_only: bool, creating: bool) -> str:
+        """``ATTACH 'ducklake:…' AS lake (…)``. The data path is stored in the catalog when it is
+        created: it is passed then (the default one) or whenever it was given explicitly, so that a
+        catalog made with another data path fails loudly instead of writing elsewhere."""
+        options = []
+        data_path = self.data_path or (self.default_data_path if creating else None)
+        if data_path:
+            if not _URL_RE.match(data_path) and not data_path.endswith("/"):
+                data_path += "/"
+            options.append(f"DATA_PATH {_sql_str(data_path)}")
+        if read_only:
+            options.append("READ_ONLY")
+        suffix = f" ({', '.join(options)})" if options else ""
+        return f"ATTACH {_sql_str(LAKE_PREFIX + self.catalog)} AS {LAKE_ALIAS}{suffix}"
+
+
+_TOKEN_RE = re.compile(r"'(?:[^']|'')*'|--[^\n]*")  # a string literal or a comment, whichever starts first
+_SEQUENCE_RE = re.compile(r"\b(?:CREATE\s+SEQUENCE|nextval\s*\()", re.IGNORECASE)
+_LAKE_REWRITES = [  # in this order
+    (re.compile(r"\bCREATE\s+(?:UNIQUE\s+)?INDEX\b[^;]*;?", re.IGNORECASE), ""),        # indexes
+    (re.compile(r",\s*(?:PRIMARY\s+KEY|UNIQUE)\s*\([^)]*\)", re.IGNORECASE), ""),      # table keys
+    (re.compile(r"\bPRIMARY\s+KEY\b", re.IGNORECASE), "NOT NULL"),                      # column key
+    (re.compile(r"\s+UNIQUE\b(?!\s*\()", re.IGNORECASE), ""),                           # column UNIQUE
+    (re.compile(r"\bNOT\s+NULL\s+NOT\s+NULL\b", re.IGNORECASE), "NOT NULL"),          # key that was NOT NULL
+]
+
+
+def lake_sql(sql: str) -> str:
+    """A migration translated for DuckLake, which rejects PRIMARY KEY, UNIQUE and indexes: table
+    keys and indexes are dropped, a column key becomes NOT NULL (a key never held NULLs) and a column
+    UNIQUE is dropped; comments go, string literals stay as they are. Uniqueness is then kept by
+    cxloop's writes (:meth:`Warehouse.insert_arrow` with ``on_conflict='ignore'``,
+    :meth:`Warehouse.upsert_arrow`, ``MERGE INTO``). Sequences have no DuckLake equivalent: a
+    migration using one is refused here rather than half-applied."""
+    literals: list[str] = []
+
+    def hide(m: re.Match[str]) -> str:  # a literal becomes a placeholder; a comment disappears
+        if m.group(0).startswith("--"):
+            return ""
+        literals.append(m.group(0))
+        return f"\x00{len(literals) - 1}\x00"
+
+    code = _TOKEN_RE.sub(hide, sql)
+    if _SEQUENCE_RE.search(code):
+        raise WarehouseError("DuckLake has no sequences: a migration for the lake cannot use one")
+    for pattern, replacement in _LAKE_REWRITES:
+        code = pattern.sub(replacement, code)
+    return re.sub(r"\x00(\d+)\x00", lambda m: literals[int(m.group(1))], code)
+
+
+@functools.cache
+def primary_keys() -> dict[str, tuple[str, ...]]:
+    """Each table's primary key as the shipped migrations declare it, read from DuckDB's own catalog
+    of an in-memory build (the lake has no keys to ask; the file and the lake use the same)."""
+    con = duckdb.connect()
+    try:
+        con.execute(SCHEMA_MIGRATIONS_SQL)
+        for _, _, sql in migrations():
+            con.execute(sql)
+        rows = con.execute("SELECT table_name, constraint_column_names FROM duckdb_constraints() "
+                           "WHERE constraint_type = 'PRIMARY KEY'").fetchall()
+    finally:
+        con.close()
+    return {table: tuple(cols) for table, cols in rows}
+
 
 
 # -- fault injection (tests and benchmarks/crash_kill.py only; off unless the variables are set) ---
@@ -97,40 +236,79 @@ def default_lock_timeout() -> float:
 
 
 class Warehouse:
-    """Handle on one DuckDB file. Cheap to create; connections are opened per operation."""
+    """Handle on one warehouse: a DuckDB file, or a DuckLake when ``location`` is ``ducklake:CATALOG``
+    (``data_path``: where its Parquet files go, default ``CXLOOP_LAKE_DATA_PATH``, else
+    ``CATALOG.files/``). Cheap to create; connections are opened per operation."""
 
-    def __init__(self, path: str | Path, lock_timeout: float | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, location: str | os.PathLike[str], lock_timeout: float | None = None,
+                 data_path: str | None = None) -> None:
+        text = os.fspath(location)
+        self.lake = Lake.parse(text, data_path) if text.startswith(LAKE_PREFIX) else None
+        # the DuckDB file that holds the warehouse, or the lake's catalog (None: a catalog elsewhere)
+        self.path: Path | None = self.lake.catalog_file if self.lake else Path(text)
+        self.location = text if self.lake else str(self.path)
         self.lock_timeout = default_lock_timeout() if lock_timeout is None else lock_timeout
         self._migrated = False
 
+    def __str__(self) -> str:
+        return self.location
+
+    @property
+    def name(self) -> str:
+        """A short name for people: the file's name, or ``ducklake:`` and the catalog's."""
+        if self.lake is None:
+            return self.path.name
+        return LAKE_PREFIX + (self.path.name if self.path else self.lake.catalog.split(":", 1)[0])
+
+    def exists(self) -> bool:
+        """Whether the warehouse was created (a catalog in another database is taken to exist)."""
+        return self.path.exists() if self.path else True
+
     # -- connections ----------------------------------------------------------------------------
+    def _connect_once(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        if self.lake is None:
+            return duckdb.connect(str(self.path), read_only=read_only)
+        con = duckdb.connect()  # in memory: the lake is attached to it
+        try:
+            con.execute(f"LOAD {_sql_str(str(ducklake_extension()))}")
+            con.execute(self.lake.attach_sql(read_only, creating=not self.exists()))
+            con.execute(f"USE {LAKE_ALIAS}")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        if read_only and not self.path.exists():
-            raise WarehouseError(f"warehouse {self.path} does not exist yet: run `cxloop run` or `cxloop ingest`")
-        if not read_only:
+        if read_only and not self.exists():
+            raise WarehouseError(f"warehouse {self} does not exist yet: run `cxloop run` or `cxloop ingest`")
+        if not read_only and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.05
         warned = False
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
+                con = self._connect_once(read_only)
                 fault_point("open read-only" if read_only else "open")
                 return con
             except duckdb.Error as e:
                 if not _is_lock_error(e):
-                    raise WarehouseError(f"cannot open warehouse {self.path}: {e}") from None
+                    raise WarehouseError(f"cannot open warehouse {self}: {e}") from None
                 if time.monotonic() >= deadline:
                     raise WarehouseLockedError(
-                        f"warehouse {self.path} is locked by another process for more than "
+                        f"warehouse {self} is locked by another process for more than "
                         f"{self.lock_timeout:.0f}s (close notebooks or other cxloop runs holding it)") from None
                 if not warned:
                     log.warning("warehouse %s is in use by another process; waiting up to %.0fs",
-                                self.path, self.lock_timeout)
+                                self, self.lock_timeout)
                     warned = True
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    def open_reader(self) -> duckdb.DuckDBPyConnection:
+        """A read-only connection that the caller closes (notebooks, other tools); writers wait while
+        it is open, so close it as soon as the reading is done."""
+        return self._open(read_only=True)
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -159,23 +337,26 @@ class Warehouse:
             fault_point("committed")
 
     # -- schema ---------------------------------------------------------------------------------
+    def _ddl(self, sql: str) -> str:
+        """A migration as this backend runs it: as written for a DuckDB file, translated for a lake."""
+        return lake_sql(sql) if self.lake else sql
+
     def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
-        con.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
-                    "version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
+        con.execute(self._ddl(SCHEMA_MIGRATIONS_SQL))
         done = {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()}
         for version, name, sql in migrations():
             if version in done:
                 continue
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(sql)
+                con.execute(self._ddl(sql))
                 con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, datetime.now()])
                 fault_point(f"migration {version:03d} before commit")
-            except duckdb.Error as e:
+            except (duckdb.Error, WarehouseError) as e:
                 con.execute("ROLLBACK")
-                raise WarehouseError(f"migration {version:03d}_{name} failed on {self.path}: {e}") from None
+                raise WarehouseError(f"migration {version:03d}_{name} failed on {self}: {e}") from None
             con.execute("COMMIT")
-            log.info("warehouse %s migrated to %03d_%s", self.path, version, name)
+            log.info("warehouse %s migrated to %03d_%s", self, version, name)
         self._migrated = True
 
     def schema_version(self) -> int:
@@ -198,17 +379,81 @@ class Warehouse:
     def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table,
                      on_conflict: str = "error") -> int:
         """Insert an Arrow table by column name in one statement. ``on_conflict='ignore'`` skips
-        rows whose primary key exists. Returns the number of rows inserted."""
+        rows whose primary key exists, and of rows sharing a key within ``data`` keeps the first (as
+        ``INSERT OR IGNORE`` does, written as an anti-join so that it works where there are no keys,
+        in DuckLake). Returns the number of rows inserted."""
         if data.num_rows == 0:
             return 0
-        if not re.fullmatch(r"[a-z_]+", table):
-            raise ValueError(f"bad table name {table!r}")
         cols = ", ".join(f'"{c}"' for c in data.column_names)
-        verb = "INSERT OR IGNORE" if on_conflict == "ignore" else "INSERT"
+        if on_conflict == "ignore":
+            key = _key(table)
+            data = data.append_column("_cx_row", pa.array(range(data.num_rows), pa.int64()))
+            source = (f"SELECT {cols} FROM _cx_batch b WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE "
+                      f"{_key_match(key, 't', 'b')}) QUALIFY row_number() OVER (PARTITION BY "
+                      f"{', '.join(f'b.{_q(k)}' for k in key)} ORDER BY b._cx_row) = 1")
+        elif on_conflict == "error":
+            _check_name(table)
+            source = f"SELECT {cols} FROM _cx_batch"
+        else:
+            raise ValueError(f"on_conflict must be 'error' or 'ignore', not {on_conflict!r}")
         con.register("_cx_batch", data)
         try:  # DuckDB answers an INSERT with the number of rows it inserted
-            n = con.execute(f"{verb} INTO {table} ({cols}) SELECT {cols} FROM _cx_batch").fetchone()[0]
+            n = con.execute(f"INSERT INTO {table} ({cols}) {source}").fetchone()[0]
         finally:
             con.unregister("_cx_batch")
         fault_point(f"inserted {table}")
         return n
+
+    @staticmethod
+    def insert_row(con: duckdb.DuckDBPyConnection, table: str, row: Mapping[str, object],
+                   on_conflict: str = "error") -> int:
+        """:meth:`insert_arrow` for one row given as a mapping of column → value."""
+        return Warehouse.insert_arrow(con, table, pa.Table.from_pylist([dict(row)]), on_conflict)
+
+    @staticmethod
+    def upsert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> int:
+        """Insert rows whose primary key is new and update, on the others, the columns ``data``
+        has (as ``INSERT OR REPLACE`` does), with ``MERGE INTO``: the same on a DuckDB file and a
+        lake. One row per key in ``data``. Returns the number of rows inserted or updated."""
+        if data.num_rows == 0:
+            return 0
+        key = _key(table)
+        names = data.column_names
+        updates = ", ".join(f"{_q(c)} = s.{_q(c)}" for c in names if c not in key)
+        matched = f"WHEN MATCHED THEN UPDATE SET {updates} " if updates else ""
+        sql = (f"MERGE INTO {table} AS t USING _cx_batch AS s ON {_key_match(key, 't', 's')} {matched}"
+               f"WHEN NOT MATCHED THEN INSERT ({', '.join(map(_q, names))}) "
+               f"VALUES ({', '.join(f's.{_q(c)}' for c in names)})")
+        con.register("_cx_batch", data)
+        try:
+            n = con.execute(sql).fetchone()[0]
+        finally:
+            con.unregister("_cx_batch")
+        fault_point(f"upserted {table}")
+        return n
+
+    @staticmethod
+    def upsert_row(con: duckdb.DuckDBPyConnection, table: str, row: Mapping[str, object]) -> int:
+        """:meth:`upsert_arrow` for one row given as a mapping of column → value."""
+        return Warehouse.upsert_arrow(con, table, pa.Table.from_pylist([dict(row)]))
+
+
+def _check_name(table: str) -> None:
+    if not re.fullmatch(r"[a-z_]+", table):
+        raise ValueError(f"bad table name {table!r}")
+
+
+def _key(table: str) -> tuple[str, ...]:
+    _check_name(table)
+    key = primary_keys().get(table)
+    if not key:
+        raise ValueError(f"table {table!r} has no primary key")
+    return key
+
+
+def _q(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
+
+
+def _key_match(key: tuple[str, ...], left: str, right: str) -> str:
+    return " AND ".join(f"{left}.{_q(k)} = {right}.{_q(k)}" for k in key)
