@@ -37,7 +37,7 @@ from nlp import Taxonomy, TaxonomyError, load_taxonomy
 from nlp.taxonomy import DEFAULT_TAXONOMY_PATH, JOURNEY_STAGES
 from pipelines.backlog import actor_name
 from pipelines.config import Settings
-from pipelines.runs import logger, recorded_run
+from pipelines.runs import input_state, logger, recorded_run, unchanged_result
 from pipelines.warehouse import Warehouse, WarehouseError
 
 DEFAULT_SINCE_DAYS = 90
@@ -96,9 +96,14 @@ def suggest_topics(wh: Warehouse, settings: Settings, since_days: int | None = D
     if min_size < 2:
         raise CandidateError(f"--min-size must be at least 2, not {min_size}")
     log = logger()
+    tax = taxonomy or settings.load_taxonomy()
+    state = input_state(wh, since_days=since_days, min_size=min_size, taxonomy=tax.fingerprint)
+    prior = unchanged_result(wh, "suggest_topics", state)
+    if prior is not None:  # the same data and taxonomy cluster into the same candidates: nothing to write
+        log.info("suggest topics: no feedback, scores or topics changed since the last run; its candidates stand")
+        return {**prior, "new": 0, "updated": prior["new"] + prior["updated"], "removed": 0, "unchanged": True}
     since = _window_start(wh, since_days)
     rows = wh.query(UNCOVERED_SQL, [since or datetime(1, 1, 1)]).to_pylist()
-    tax = taxonomy or settings.load_taxonomy()
     enriched_with = set(wh.query("SELECT topic FROM topics").column("topic").to_pylist())
     added = Taxonomy([t for t in tax if t.key not in enriched_with], tax.source)  # since the last enrich
     uncovered = [r for r in rows if not added.match(r["text"])]
@@ -108,7 +113,7 @@ def suggest_topics(wh: Warehouse, settings: Settings, since_days: int | None = D
     now = datetime.now()
     counts = {"window_from": str(since) if since else None, "uncovered": len(uncovered),
               "matched_since_enrich": len(rows) - len(uncovered), "candidates": len(found), "new": 0,
-              "updated": 0, "already_decided": 0, "removed": 0}
+              "updated": 0, "already_decided": 0, "removed": 0, "inputs": state, "unchanged": False}
     with wh.transaction() as con:
         existing = {cid: (status, set(ids)) for cid, status, ids in con.execute(
             "SELECT candidate_id, status, feedback_ids FROM topic_candidates").fetchall()}

@@ -40,16 +40,23 @@ from pipelines import alerts as alerts_mod
 from pipelines import backlog
 from pipelines.backlog import CHANNEL_NAMES, backlog_item_id  # noqa: F401 - re-exported (report, notebooks)
 from pipelines.config import LoopConfig, Settings
-from pipelines.runs import logger, recorded_run
+from pipelines.runs import input_state, logger, recorded_run, unchanged_result
 from pipelines.warehouse import Warehouse
 
 PRIOR_MENTIONS = 10  # m: weight of the prior in the smoothed negative rate, in mentions
 TREND_PSEUDO = 3     # pseudo-mentions added to the trailing average in the trend
 
-PAIN_POINTS_SQL = """
-WITH mentions AS MATERIALIZED (
+PERIODS = ("day", "week", "month")
+# one row per (feedback, topic) with the topic's own polarity, built once per run into a temporary table
+# that the statement of each period kind reads
+MENTIONS_SQL = """
+CREATE OR REPLACE TEMP TABLE pp_base AS
+WITH mentions AS (
     SELECT f.feedback_id, f.created_at, f.channel, coalesce(nullif(trim(f.product), ''), 'unknown') AS product,
-           f.customer_key, f.text, f.text_key, f.pii_found IS NOT NULL AS has_pii,
+           -- no text here: a quote's text is joined for the three chosen per cell only (memory: the
+           -- cube holds every mention up to 12 times, once per period and grouping)
+           f.customer_key, length(f.text) BETWEEN 12 AND 160 AS quotable, hash(f.text_key) AS text_hash,
+           f.pii_found IS NOT NULL AS has_pii,
            n.sentiment_score, n.keywords, coalesce(n.urgent, false) AS text_urgent,
            -- rows scored before schema 004 have no per-topic polarity: their topics take the text's
            unnest(coalesce(n.topic_sentiments, list_transform(n.topics, t -> {'topic': t, 'sentiment': n.sentiment,
@@ -58,18 +65,17 @@ WITH mentions AS MATERIALIZED (
     WHERE n.model_version = $model_version
       -- a row stamped with its ingest time (no usable customer time) belongs to no period
       AND NOT list_has_any(coalesce(f.flags, []), ['created_at_missing', 'created_at_invalid'])
-),
-base AS MATERIALIZED (
-    -- one row per (feedback, topic) with the topic's own polarity: a review that praises delivery and
-    -- condemns quality counts as negative for product_quality only
-    SELECT * EXCLUDE (ts, text_urgent), ts.topic AS topic, ts.sentiment AS sentiment,
-           text_urgent AND ts.sentiment = 'neg' AS urgent
-    FROM mentions
-),
-p AS MATERIALIZED (
-    SELECT 'day' AS period, CAST(created_at AS DATE) AS period_start, * FROM base
-    UNION ALL SELECT 'week', CAST(date_trunc('week', created_at) AS DATE), * FROM base
-    UNION ALL SELECT 'month', CAST(date_trunc('month', created_at) AS DATE), * FROM base
+)
+-- a review that praises delivery and condemns quality counts as negative for product_quality only
+SELECT * EXCLUDE (ts, text_urgent), ts.topic AS topic, ts.sentiment AS sentiment,
+       text_urgent AND ts.sentiment = 'neg' AS urgent
+FROM mentions
+"""
+
+PAIN_POINTS_SQL = """
+WITH base AS (SELECT * FROM pp_base),
+p AS MATERIALIZED (  -- one period kind per statement (every join below stays within its period): a third of the memory
+    SELECT $period AS period, CAST(date_trunc($period, created_at) AS DATE) AS period_start, * FROM base
 ),
 agg AS MATERIALIZED (
     SELECT period, period_start, topic,
@@ -137,7 +143,7 @@ kw AS (
     FROM kwc GROUP BY ALL
 ),
 cand AS (
-    SELECT a.period, a.period_start, a.topic, a.channel, a.product, r.text, r.text_key, r.feedback_id,
+    SELECT a.period, a.period_start, a.topic, a.channel, a.product, r.quotable, r.text_hash, r.feedback_id,
            r.sentiment_score, r.has_pii, r.urgent,
            len(list_intersect(r.keywords, coalesce(kw.keywords, []))) AS typical,
            coalesce(list_filter(coalesce(kw.keywords, []), x -> list_contains(r.keywords, x))[1], '') AS lead
@@ -148,22 +154,29 @@ cand AS (
     WHERE a.neg_count > 0
 ),
 distinct_texts AS (
-    SELECT DISTINCT ON (period, period_start, topic, channel, product, text_key) *
+    SELECT DISTINCT ON (period, period_start, topic, channel, product, text_hash) *
     FROM cand
-    ORDER BY period, period_start, topic, channel, product, text_key, urgent DESC, has_pii, typical DESC, feedback_id
+    ORDER BY period, period_start, topic, channel, product, text_hash, urgent DESC, has_pii, typical DESC, feedback_id
 ),
 quotes AS (
     -- urgent first; diverse: the best quote of each leading keyword comes before any second one;
     -- typical: more of the cell's top keywords first; PII-free: redacted texts last
     SELECT period, period_start, topic, channel, product,
-           list(text ORDER BY urgent DESC, nth, has_pii, typical DESC, (length(text) BETWEEN 12 AND 160) DESC,
-                sentiment_score, feedback_id)[1:3] AS quotes
+           list(feedback_id ORDER BY urgent DESC, nth, has_pii, typical DESC, quotable DESC, sentiment_score,
+                feedback_id)[1:3] AS quote_ids
     FROM (SELECT *, row_number() OVER (PARTITION BY period, period_start, topic, channel, product, lead
-                                       ORDER BY urgent DESC, has_pii, typical DESC,
-                                                (length(text) BETWEEN 12 AND 160) DESC, sentiment_score,
-                                                feedback_id) AS nth
+                                       ORDER BY urgent DESC, has_pii, typical DESC, quotable DESC,
+                                                sentiment_score, feedback_id) AS nth
           FROM distinct_texts)
     GROUP BY ALL
+),
+quote_texts AS (
+    SELECT q.period, q.period_start, q.topic, q.channel, q.product, list(f.text ORDER BY q.i) AS quotes
+    FROM (SELECT period, period_start, topic, channel, product, unnest(quote_ids) AS feedback_id,
+                 generate_subscripts(quote_ids, 1) AS i
+          FROM quotes) q
+    JOIN feedback f USING (feedback_id)
+    GROUP BY q.period, q.period_start, q.topic, q.channel, q.product
 )
 SELECT f.period, f.period_start, f.topic, f.channel, f.product, f.volume, f.neg_count, f.pos_count, f.neg_rate,
        f.net_sentiment, f.prev_neg_count, f.prev_neg_rate, f.growth, f.trailing_neg_avg, f.trend, f.urgent_count,
@@ -172,7 +185,7 @@ SELECT f.period, f.period_start, f.topic, f.channel, f.product, f.volume, f.neg_
        coalesce(kw.keywords, []) AS keywords, coalesce(quotes.quotes, []) AS quotes
 FROM factored f
 LEFT JOIN kw USING (period, period_start, topic, channel, product)
-LEFT JOIN quotes USING (period, period_start, topic, channel, product)
+LEFT JOIN quote_texts quotes USING (period, period_start, topic, channel, product)
 """
 
 TOP_SQL = """
@@ -190,11 +203,14 @@ def compute_pain_points(wh: Warehouse, model_version: str, run_id: str, top_n: i
     now = datetime.now()
     with wh.transaction() as con:
         con.execute("DELETE FROM pain_points")
-        con.execute(f"""INSERT INTO pain_points BY NAME
-                        SELECT *, $model_version AS model_version, $run_id AS run_id, $now AS computed_at
-                        FROM ({PAIN_POINTS_SQL})""",
-                    {"model_version": model_version, "run_id": run_id, "now": now,
-                     "m": PRIOR_MENTIONS, "pseudo": TREND_PSEUDO})
+        con.execute(MENTIONS_SQL, {"model_version": model_version})
+        for period in PERIODS:
+            con.execute(f"""INSERT INTO pain_points BY NAME
+                            SELECT *, $model_version AS model_version, $run_id AS run_id, $now AS computed_at
+                            FROM ({PAIN_POINTS_SQL})""",
+                        {"model_version": model_version, "run_id": run_id, "now": now, "period": period,
+                         "m": PRIOR_MENTIONS, "pseudo": TREND_PSEUDO})
+        con.execute("DROP TABLE pp_base")
         n_points = con.execute("SELECT count(*) FROM pain_points").fetchone()[0]
         latest = con.execute("SELECT max(period_start) FROM pain_points WHERE period = 'week'").fetchone()[0]
         top = con.execute(TOP_SQL, [latest, min_negative, top_n]).to_arrow_table()
@@ -202,6 +218,9 @@ def compute_pain_points(wh: Warehouse, model_version: str, run_id: str, top_n: i
         n_backlog = con.execute("SELECT count(*) FROM backlog").fetchone()[0]
     return {"pain_points": n_points, "latest_period": str(latest) if latest else None,
             "backlog_upserted": top.num_rows, "backlog_new": n_new, "backlog_items": n_backlog}
+
+
+RANK_COUNTS = ("pain_points", "latest_period", "backlog_upserted", "backlog_new", "backlog_items")
 
 
 @task(name="rank-pain-points")
@@ -233,10 +252,18 @@ def pain_points_flow(db: str | None = None, home: str | None = None, model: str 
     log = logger()
     with recorded_run(wh, "pain_points", {"model_version": version, "top_n": top_n,
                                           "webhook": bool(config.webhook_url)}) as run:
-        counts = rank_pain_points(str(settings.db_path), version, run.run_id, top_n)
-        log.info("pain points: %(pain_points)d rows; latest week %(latest_period)s; %(backlog_upserted)d "
-                 "backlog items updated, %(backlog_new)d new (%(backlog_items)d in all)", counts)
-        new_alerts = detect_spikes(str(settings.db_path), run.run_id, config)
-        delivery = deliver_alerts(str(settings.db_path), config)
-        run.counts = {**counts, "alerts_new": len(new_alerts), **delivery}
+        state = input_state(wh, model_version=version, top_n=top_n,
+                            alerts=[config.alert_alpha, config.alert_min_count, config.alert_lookback])
+        prior = unchanged_result(wh, "pain_points", state)
+        if prior is None:
+            counts = rank_pain_points(str(settings.db_path), version, run.run_id, top_n)
+            log.info("pain points: %(pain_points)d rows; latest week %(latest_period)s; %(backlog_upserted)d "
+                     "backlog items updated, %(backlog_new)d new (%(backlog_items)d in all)", counts)
+            new_alerts = len(detect_spikes(str(settings.db_path), run.run_id, config))
+        else:  # the same feedback, scores and topics as the last run: the same cube, backlog rows and alerts
+            counts = {k: prior[k] for k in RANK_COUNTS}
+            new_alerts = 0
+            log.info("pain points: no feedback, scores or topics changed since the last run; its ranking stands")
+        delivery = deliver_alerts(str(settings.db_path), config)  # undelivered alerts are retried every run
+        run.counts = {**counts, "alerts_new": new_alerts, **delivery, "inputs": state, "unchanged": prior is not None}
     return run.counts

@@ -98,3 +98,36 @@ def recorded_run(wh: Warehouse, flow: str, params: dict | None = None) -> Iterat
         con.execute("UPDATE runs SET status=?, finished_at=?, counts=?, error=? WHERE run_id=?",
                     ["partial" if run.errors else "completed", datetime.now(), json.dumps(run.counts, default=str),
                      "; ".join(run.errors)[:2000] or None, run.run_id])
+
+
+# -- derived tables whose inputs did not change ------------------------------------------------------
+INPUTS_SQL = """
+SELECT (SELECT count(*) FROM feedback), (SELECT max(ingested_at) FROM feedback),
+       (SELECT count(*) FROM feedback_nlp), (SELECT max(enriched_at) FROM feedback_nlp),
+       (SELECT md5(string_agg(concat_ws('|', topic, name, stage, team), ';' ORDER BY topic)) FROM topics)
+"""
+
+
+def input_state(wh: Warehouse, **params: object) -> dict:
+    """What a derived table (pain points, topic candidates) is computed from, in brief: how many
+    feedback and NLP rows are stored and when each was last written (``feedback`` is append-only; a
+    re-scored row gets a new ``enriched_at``), a digest of the ``topics`` table, and the flow's own
+    ``params``. Two equal states mean the same inputs, so the same result."""
+    row = wh.query(INPUTS_SQL).to_pylist()[0]
+    feedback, ingested, scored, enriched, topics = row.values()
+    return {"feedback": feedback, "ingested": str(ingested), "scored": scored, "enriched": str(enriched),
+            "topics": topics, **params}
+
+
+def unchanged_result(wh: Warehouse, flow: str, state: dict) -> dict | None:
+    """The counts of the latest completed run of ``flow`` when it was computed from ``state`` (then
+    computing again would give the same rows), else None."""
+    row = wh.query("SELECT counts FROM runs WHERE flow = ? AND status = 'completed' "
+                   "ORDER BY finished_at DESC LIMIT 1", [flow]).to_pylist()
+    if not row or not row[0]["counts"]:
+        return None
+    try:
+        counts = json.loads(row[0]["counts"])
+    except ValueError:
+        return None
+    return counts if isinstance(counts, dict) and counts.get("inputs") == state else None

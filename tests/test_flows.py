@@ -97,3 +97,33 @@ def test_renamed_copy_of_a_file_adds_no_rows(first_run: tuple[Path, dict], sampl
     r = ingest_flow(paths=[str(f)], db=str(db), home=str(db.parent), source="app_reviews")
     assert r["counts"]["stored"] == 0 and r["counts"]["duplicates"] > 200
     assert Warehouse(db).scalar("SELECT count(*) FROM feedback") == before
+
+
+def test_unchanged_inputs_keep_the_ranking_and_new_feedback_recomputes_it(first_run: tuple[Path, dict],
+                                                                          tmp_path: Path) -> None:
+    from pipelines.emerging import suggest_topics_flow
+    from pipelines.enrich import enrich_flow
+    from pipelines.ingest import ingest_flow
+    from pipelines.painpoints import pain_points_flow
+
+    db, _ = first_run
+    common = {"db": str(db), "home": str(db.parent)}
+    wh = Warehouse(db)
+    cube = "SELECT * EXCLUDE (run_id, computed_at) FROM pain_points ORDER BY ALL"
+    pain_points_flow(**common)
+    suggest_topics_flow(**common)
+    rows = wh.query(cube)
+    again = pain_points_flow(**common)
+    assert again["unchanged"] is True and again["alerts_new"] == 0 and wh.query(cube) == rows
+    assert suggest_topics_flow(**common)["unchanged"] is True
+
+    newest = wh.scalar("SELECT max(created_at) FROM feedback")
+    f = tmp_path / "late.csv"
+    f.write_text("id,created_at,channel,text\n"
+                 f"LATE-1,{newest:%Y-%m-%d %H:%M:%S},app_review,快递一个星期都没到，物流太慢了，客服也不回复\n",
+                 encoding="utf-8")
+    ingest_flow(paths=[str(f)], source="late", **common)
+    enrich_flow(**common)
+    after = pain_points_flow(**common)
+    assert after["unchanged"] is False and wh.query(cube) != rows
+    assert suggest_topics_flow(**common)["unchanged"] is False
