@@ -27,10 +27,13 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
-# the baseline path beside its anchors at 10k and 100k rows (about 3 minutes), then the per-stage figures
+# the baseline path beside its anchors at 10k and 100k rows (about 3 minutes), the per-stage figures,
+# the whole main job at 10k / 100k / 1M rows with its re-run (about 30 minutes), enrich on a local Dask cluster
 bench: install
 	$(BIN)/python benchmarks/pipeline_speed.py
 	$(BIN)/python benchmarks/ingest_enrich.py
+	$(BIN)/python benchmarks/main_job_scale.py
+	$(BIN)/python benchmarks/dask_enrich.py
 
 train: install
 	$(BIN)/cxloop train sentiment

@@ -1,0 +1,136 @@
+"""The whole main job (``cxloop run``) at growing sizes: time, peak memory, and the re-run.
+
+    .venv/bin/python benchmarks/main_job_scale.py [--sizes 10000 100000 1000000] [--workers N] [--data DIR]
+
+For each size, the 60-character reviews of ``pipeline_speed.py`` (``make_texts``: the shared reviews
+cut into pieces, replicated with one 汉字 changed per run of characters past the first 68,702) are
+written as one CSV with a timestamp a second apart, then ``cxloop run FILE --model baseline`` runs on
+a fresh ``CXLOOP_HOME`` as an operator would start it: a new process, Prefect's temporary local API,
+ingest → enrich → pain points → alerts → backlog → verify → report → topic suggestions. Then the same
+command again with nothing new. Measured from outside: wall time, and peak memory of the whole
+process tree (the CLI, its enrich workers, the temporary Prefect server), sampled every 100 ms as the
+sum of each process's PSS; from the warehouse's ``runs`` table, the seconds of each flow. Growth is
+the time per row at the largest size ÷ at the smallest (1.00 = linear). JSON goes to
+``benchmarks/results/main_job_scale.json``; exit status 2 when the data file is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+from ingest_enrich import default_data_dir, machine_info  # noqa: E402
+from pipeline_speed import DATA_FILE, _children, _rss_kib, make_texts, write_csv  # noqa: E402
+
+RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "main_job_scale.json"
+CXLOOP = Path(sys.executable).parent / "cxloop"
+
+
+def _tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(int(c) for c in _children(p))
+    return out
+
+
+def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
+    """(seconds, peak MiB of the process tree, exit status) of ``cmd``."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.1):
+            peak = max(peak, sum(_rss_kib(p) for p in _tree(proc.pid)))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = proc.communicate()
+    seconds = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    if proc.returncode:
+        print(stderr[-3000:], file=sys.stderr)
+    return seconds, peak / 1024, proc.returncode
+
+
+def flow_seconds(db: Path) -> dict[str, float]:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute("SELECT flow, sum(epoch(finished_at) - epoch(started_at)) FROM runs "
+                           "WHERE finished_at IS NOT NULL GROUP BY flow").fetchall()
+    finally:
+        con.close()
+    return {f: round(s, 2) for f, s in rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--workers", type=int, default=None, help="CXLOOP_WORKERS (default: its own default)")
+    ap.add_argument("--data", type=Path, default=None)
+    args = ap.parse_args(argv)
+    csv_path = (args.data or default_data_dir()) / DATA_FILE
+    if not csv_path.is_file():
+        print(f"error: {csv_path} is missing: the benchmark needs the shared data (--data DIR)", file=sys.stderr)
+        return 2
+    runs: list[dict[str, Any]] = []
+    for n in sorted(args.sizes):
+        tmp = Path(tempfile.mkdtemp(prefix="cxloop-scale-"))
+        home = tmp / "home"
+        texts, _ = make_texts(csv_path, n)
+        write_csv(texts, tmp / "reviews.csv")
+        del texts
+        env = {**os.environ, "CXLOOP_HOME": str(home), "PREFECT_HOME": str(home / ".prefect"),
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        env.pop("CXLOOP_DB", None)
+        if args.workers:
+            env["CXLOOP_WORKERS"] = str(args.workers)
+        cmd = [str(CXLOOP), "run", str(tmp / "reviews.csv"), "--model", "baseline"]
+        first = run_measured(cmd, env)
+        flows = flow_seconds(home / "cx.duckdb")
+        again = run_measured(cmd, env)
+        flows_all = flow_seconds(home / "cx.duckdb")
+        rerun_flows = {f: round(s - flows.get(f, 0.0), 2) for f, s in flows_all.items()}
+        rerun_work = round(sum(rerun_flows.values()), 2)
+        rec = {"rows": n, "seconds": round(first[0], 1), "per_second": round(n / first[0], 1),
+               "peak_rss_mib": round(first[1]), "flows_s": flows, "rerun_seconds": round(again[0], 1),
+               "rerun_peak_rss_mib": round(again[1]), "rerun_flow_work_s": rerun_work,
+               "rerun_flows_s": rerun_flows,
+               "exit": [first[2], again[2]], "load1": round(os.getloadavg()[0], 2)}
+        runs.append(rec)
+        print(f"{n:>9,} rows: {first[0]:7.1f} s ({n / first[0]:,.0f} rows/s), peak {first[1]:,.0f} MiB; "
+              f"flows {flows}; re-run {again[0]:.1f} s wall, {rerun_work:.2f} s in flows {rerun_flows}, "
+              f"peak {again[1]:,.0f} MiB; load {rec['load1']}", flush=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if first[2] or again[2]:
+            return 1
+    growth = (runs[-1]["seconds"] / runs[-1]["rows"]) / (runs[0]["seconds"] / runs[0]["rows"]) if len(runs) > 1 else 1
+    print(f"time per row, {runs[-1]['rows']:,} ÷ {runs[0]['rows']:,} rows: {growth:.2f}")
+    doc = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_info(),
+           "workers": args.workers, "runs": runs, "growth": round(growth, 3)}
+    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_PATH.write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
