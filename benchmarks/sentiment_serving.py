@@ -17,8 +17,12 @@ process's peak RSS, for:
                             ``<cache>/onnx/`` and run by ONNX Runtime's CPU provider on ``--threads``
                             intra-op threads, the same tokens in the same length-sorted batches;
 - ``transformer-onnx-int8`` ``CXLOOP_SERVING=onnx-int8``: that export quantised with ONNX Runtime's
-                            ``quantize_dynamic`` (int8 weights per channel, feed-forward outputs kept
-                            fp32), cached beside it as ``<version>-<layers>l.int8.onnx``.
+                            ``quantize_dynamic`` (7-bit int8 weights per channel, the feed-forward
+                            outputs' outlier channels split out into float32), cached beside it as
+                            ``<version>-<layers>l.int8-v2.onnx``;
+- ``transformer-onnx-int8-v1`` the int8 scheme before that one, kept here only to compare in the same
+                            run: 8-bit weights, feed-forward output projections float32, ONNX Runtime's
+                            default (spinning) thread pool; cached as ``<version>-<layers>l.int8.onnx``.
 
 The two ONNX configurations need ``onnxruntime`` and ``onnx`` (the ``onnx`` extra); without them they
 are skipped with a message. The transformer configurations run on each ``--model`` (a transformer
@@ -38,7 +42,7 @@ docs/s at 60 characters per backend. Figures are printed and written to
 
     .venv/bin/python benchmarks/sentiment_serving.py [--data DIR] [--docs 2000] [--threads 2]
         [--configs transformer,transformer-int8,transformer-onnx,transformer-onnx-int8]
-        [--model models/artifacts/sentiment-transformer --model PATH ...]
+        [--model models/artifacts/sentiment-transformer --model PATH ...] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -57,12 +61,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "sentiment_serving.json"
 LENGTHS = (30, 60, 200)
 CONFIGS = ("baseline", "transformer-naive", "transformer", "transformer-int8", "transformer-onnx",
-           "transformer-onnx-int8")
-ONNX_CONFIGS = {"transformer-onnx": "onnx", "transformer-onnx-int8": "onnx-int8"}   # config → backend
-VARIANTS = {"transformer-int8": "int8", "transformer-onnx": "onnx", "transformer-onnx-int8": "onnx-int8"}
+           "transformer-onnx-int8", "transformer-onnx-int8-v1")
+ONNX_CONFIGS = {"transformer-onnx": "onnx", "transformer-onnx-int8": "onnx-int8",
+                "transformer-onnx-int8-v1": "onnx-int8-v1"}   # config → backend
+VARIANTS = {"transformer-int8": "int8", "transformer-onnx": "onnx", "transformer-onnx-int8": "onnx-int8",
+            "transformer-onnx-int8-v1": "onnx-int8-v1"}
 SPEEDUPS = {"length_bucketing": ("transformer", "transformer-naive"), "int8": ("transformer-int8", "transformer"),
             "onnx": ("transformer-onnx", "transformer"), "onnx_int8": ("transformer-onnx-int8", "transformer"),
-            "onnx_int8_vs_onnx": ("transformer-onnx-int8", "transformer-onnx")}
+            "onnx_int8_vs_onnx": ("transformer-onnx-int8", "transformer-onnx"),
+            "onnx_int8_vs_v1": ("transformer-onnx-int8", "transformer-onnx-int8-v1")}
 CURVE_LENGTH = 60
 
 
@@ -111,7 +118,58 @@ def onnx_missing() -> str | None:
     return None
 
 
-def export_onnx(model_path: Path, int8: bool) -> dict:
+def v1_path(model) -> Path:
+    """Where the benchmark keeps the earlier int8 scheme's file (its old cache name)."""
+    from models.e5_base import default_cache_root
+    from models.onnx_serving import onnx_path
+    fp32 = onnx_path(model, default_cache_root())
+    return fp32.with_name(fp32.name[:-len(".onnx")] + ".int8.onnx")
+
+
+def quantize_v1(fp32: Path, path: Path) -> None:
+    """The earlier int8 scheme, for comparison only: 8-bit weights per channel, the feed-forward output
+    projections float32, no outlier split."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from models.onnx_serving import ffn_output_matmuls
+    logging.getLogger().setLevel(logging.ERROR)
+    exclude = ffn_output_matmuls(onnx.load(str(fp32), load_external_data=False).graph)
+    quantize_dynamic(str(fp32), str(path), op_types_to_quantize=["MatMul", "Gather"], per_channel=True,
+                     weight_type=QuantType.QInt8, nodes_to_exclude=exclude, extra_options={"MatMulConstBOnly": True})
+
+
+class V1Encoder:
+    """The earlier ONNX int8 serving (for comparison only): its file, ONNX Runtime's default spinning pool."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, input_ids, attention_mask):
+        import numpy as np
+        return self.session.run(["embeddings"], {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
+                                                 "attention_mask": np.ascontiguousarray(attention_mask,
+                                                                                        dtype=np.int64)})[0]
+
+
+def load_for(model_path: Path, backend: str, quantize: bool = False):
+    """``load_sentiment_model`` for a backend, or the transformer served the v1 int8 way (``onnx-int8-v1``)."""
+    from models.registry import load_sentiment_model
+    from models.transformer import cpu_threads
+    if backend != "onnx-int8-v1":
+        return load_sentiment_model(model_path, quantize=quantize, backend=backend)
+    model = load_sentiment_model(model_path, backend="torch")
+    model.onnx = V1Encoder(v1_path(model), cpu_threads())
+    return model
+
+
+def export_onnx(model_path: Path, int8: bool, v1: bool = False) -> dict:
     """Export ``model_path``'s transformer for ONNX serving (and quantise it with ``int8``) unless this
     machine's cache holds it already (called in a child, so that no timed child carries the
     exporter's or the quantiser's memory)."""
@@ -128,6 +186,15 @@ def export_onnx(model_path: Path, int8: bool) -> dict:
         out[name] = {"path": str(path), "cached": cached,
                      "seconds": None if cached else round(time.perf_counter() - t0, 2),
                      "mib": round(path.stat().st_size / 2**20, 1)}
+    if v1:
+        path = v1_path(model)
+        cached = path.exists()
+        t0 = time.perf_counter()
+        if not cached:
+            quantize_v1(onnx_path(model, default_cache_root()), path)
+        out["onnx-int8-v1"] = {"path": str(path), "cached": cached,
+                               "seconds": None if cached else round(time.perf_counter() - t0, 2),
+                               "mib": round(path.stat().st_size / 2**20, 1)}
     return out
 
 
@@ -137,11 +204,10 @@ def backend_of(config: str) -> str:
 
 def run_config(config: str, model_path: Path, texts: list[str], batch: int) -> dict:
     """Time one configuration of one model in this process (called in a child)."""
-    from models.registry import load_sentiment_model
     from nlp import default_segmenter
     kind = "baseline" if config == "baseline" else "transformer"
     t0 = time.perf_counter()
-    model = load_sentiment_model(model_path, quantize=config == "transformer-int8", backend=backend_of(config))
+    model = load_for(model_path, backend_of(config), quantize=config == "transformer-int8")
     load_s = time.perf_counter() - t0
     seg = default_segmenter()
     warm = texts[:min(64, len(texts))]
@@ -170,20 +236,19 @@ def run_config(config: str, model_path: Path, texts: list[str], batch: int) -> d
 
 def accuracy(data_dir: Path, rows: int, variants: list[str], model_path: Path) -> dict:
     """Binary test accuracy of ``model_path`` in fp32 and each of ``variants`` (``int8``, ``onnx``,
-    ``onnx-int8``) on the same rows, and how far each variant's probabilities and labels are from fp32's."""
+    ``onnx-int8``, ``onnx-int8-v1``) on the same rows, and how far each variant's probabilities and labels
+    are from fp32's."""
     import gc
 
     import numpy as np
     import pandas as pd
 
-    from models.registry import load_sentiment_model
     df = pd.read_csv(data_dir / "sentiment" / "reviews_sentiment.csv", dtype=str, keep_default_na=False)
     test = df[df.split == "test"].sample(n=min(rows, int((df.split == "test").sum())), random_state=1)
     out: dict = {"rows": len(test), "binary_accuracy": {}, "vs_fp32": {}}
     ref = None
     for name in ("fp32", *variants):
-        m = load_sentiment_model(model_path, quantize=name == "int8",
-                                 backend=name if name in ("onnx", "onnx-int8") else "torch")
+        m = load_for(model_path, name if name.startswith("onnx") else "torch", quantize=name == "int8")
         p = m.predict_proba(test.text.tolist())
         li = {lab: i for i, lab in enumerate(m.labels)}
         pred = np.where(p[:, li["pos"]] > p[:, li["neg"]], "pos", "neg")
@@ -206,7 +271,7 @@ def print_tables(results: dict, configs: list[str]) -> None:
     """The full table (model × backend × length) and the accuracy/speed curve."""
     models = results["models"]
     width = max(len(label(m)) for m in models.values())
-    print(f"\n{'model':<{width}}  {'config':<21} {'chars':>5} {'docs/s':>8} {'batch':>5} {'peak MiB':>9} "
+    print(f"\n{'model':<{width}}  {'config':<24} {'chars':>5} {'docs/s':>8} {'batch':>5} {'peak MiB':>9} "
           f"{'bin acc':>7} {'agree':>7} {'max |dp|':>9}")
     for m in models.values():
         acc = m.get("accuracy", {})
@@ -217,7 +282,7 @@ def print_tables(results: dict, configs: list[str]) -> None:
                     continue
                 variant = VARIANTS.get(config, "fp32" if config == "transformer" else None)
                 vs = acc.get("vs_fp32", {}).get(variant, {})
-                print(f"{label(m):<{width}}  {config:<21} {length:>5} {best['docs_per_s']:>8.1f} {best['batch']:>5} "
+                print(f"{label(m):<{width}}  {config:<24} {length:>5} {best['docs_per_s']:>8.1f} {best['batch']:>5} "
                       f"{best['peak_rss_mib']:>9.1f} {fmt(acc.get('binary_accuracy', {}).get(variant), '7.4f'):>7} "
                       f"{fmt(vs.get('label_agreement'), '7.4f'):>7} {fmt(vs.get('max_abs_prob_diff'), '9.3g'):>9}")
     curve = [c for c in configs if c.startswith("transformer")]
@@ -226,11 +291,11 @@ def print_tables(results: dict, configs: list[str]) -> None:
         return
     print(f"\naccuracy/speed curve (docs/s at {CURVE_LENGTH} characters; test and probe accuracy from each "
           f"model.json, binary):")
-    print(f"{'model':<{width}} {'layers':>6} {'test':>7} {'probe':>7} " + " ".join(f"{c:>21}" for c in curve))
+    print(f"{'model':<{width}} {'layers':>6} {'test':>7} {'probe':>7} " + " ".join(f"{c:>24}" for c in curve))
     for m in sorted(transformers, key=lambda m: -(m["layers"] or 0)):
         speeds = [fmt(m.get("best", {}).get(f"{c}@{CURVE_LENGTH}", {}).get("docs_per_s"), ".1f") for c in curve]
         print(f"{label(m):<{width}} {fmt(m['layers'], 'd'):>6} {fmt(m['test_binary_accuracy'], '.4f'):>7} "
-              f"{fmt(m['probe_binary_accuracy'], '.4f'):>7} " + " ".join(f"{v:>21}" for v in speeds))
+              f"{fmt(m['probe_binary_accuracy'], '.4f'):>7} " + " ".join(f"{v:>24}" for v in speeds))
 
 
 def main() -> int:
@@ -239,6 +304,8 @@ def main() -> int:
     ap.add_argument("--docs", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", default="32,64")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every configuration and batch this many times, interleaved, and keep the best")
     ap.add_argument("--accuracy-rows", type=int, default=3000)
     ap.add_argument("--configs", default=",".join(CONFIGS),
                     help=f"comma-separated, from {', '.join(CONFIGS)} (default: all)")
@@ -248,6 +315,7 @@ def main() -> int:
     ap.add_argument("--child", nargs=4, metavar=("CONFIG", "MODEL", "LENGTH", "BATCH"), help=argparse.SUPPRESS)
     ap.add_argument("--export", type=Path, metavar="MODEL", help=argparse.SUPPRESS)
     ap.add_argument("--int8", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--v1", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = sorted(set(configs) - set(CONFIGS))
@@ -264,7 +332,7 @@ def main() -> int:
         return 2
     os.environ["CXLOOP_THREADS"] = str(args.threads)
     if args.export:
-        print(json.dumps(export_onnx(args.export, args.int8)))
+        print(json.dumps(export_onnx(args.export, args.int8, args.v1)))
         return 0
     if args.child:
         config, model_path, length, batch = args.child[0], Path(args.child[1]), int(args.child[2]), int(args.child[3])
@@ -304,6 +372,7 @@ def main() -> int:
             # exported (once per machine) in a child of its own, so that no timed child carries the exporter
             proc = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--export", m["path"]]
                                   + (["--int8"] if "transformer-onnx-int8" in configs else [])
+                                  + (["--v1"] if "transformer-onnx-int8-v1" in configs else [])
                                   + (["--data", str(args.data)] if args.data else []),
                                   capture_output=True, text=True, env=env, cwd=REPO_ROOT)
             if proc.returncode == 0:
@@ -318,24 +387,29 @@ def main() -> int:
                 m["configs"] = [c for c in m["configs"] if c not in ONNX_CONFIGS]
             results["skipped"] = {c: why for c in wanted_onnx}
     for length in LENGTHS:
+        # --rounds: every configuration and batch once per round, rounds interleaved, the best kept (shared
+        # cores: a neighbour's burst then costs every configuration a round, not one configuration its figure)
+        for rnd in range(args.rounds):
+            for m in models.values():
+                for config in m["configs"]:
+                    for batch in [int(b) for b in args.batches.split(",")]:
+                        cmd = [sys.executable, __file__, "--docs", str(args.docs), "--threads", str(args.threads),
+                               "--child", config, m["path"], str(length), str(batch)]
+                        if args.data:
+                            cmd += ["--data", str(args.data)]
+                        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+                        if proc.returncode != 0:
+                            print(proc.stderr[-2000:], file=sys.stderr)
+                            return 1
+                        r = json.loads(proc.stdout.strip().splitlines()[-1]) | {"batch": batch, "round": rnd}
+                        m.setdefault("runs", {}).setdefault(f"{config}@{length}", []).append(r)
+                        best = m.setdefault("best", {}).get(f"{config}@{length}")
+                        if best is None or r["docs_per_s"] > best["docs_per_s"]:
+                            m["best"][f"{config}@{length}"] = r
         for m in models.values():
             for config in m["configs"]:
-                best = None
-                for batch in [int(b) for b in args.batches.split(",")]:
-                    cmd = [sys.executable, __file__, "--docs", str(args.docs), "--threads", str(args.threads),
-                           "--child", config, m["path"], str(length), str(batch)]
-                    if args.data:
-                        cmd += ["--data", str(args.data)]
-                    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
-                    if proc.returncode != 0:
-                        print(proc.stderr[-2000:], file=sys.stderr)
-                        return 1
-                    r = json.loads(proc.stdout.strip().splitlines()[-1]) | {"batch": batch}
-                    m.setdefault("runs", {}).setdefault(f"{config}@{length}", []).append(r)
-                    if best is None or r["docs_per_s"] > best["docs_per_s"]:
-                        best = r
-                m.setdefault("best", {})[f"{config}@{length}"] = best
-                print(f"{length:>4} chars  {config:<21} {label(m):<48} {best['docs_per_s']:>8.1f} docs/s  "
+                best = m["best"][f"{config}@{length}"]
+                print(f"{length:>4} chars  {config:<24} {label(m):<48} {best['docs_per_s']:>8.1f} docs/s  "
                       f"batch {best['batch']:>3}  peak {best['peak_rss_mib']:>7.1f} MiB", flush=True)
 
     baseline = next((m for m in models.values() if m["kind"] == "baseline"), None)

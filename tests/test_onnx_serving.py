@@ -110,15 +110,17 @@ def test_onnx_int8_is_cached_beside_the_export_and_close_to_torch(tmp_path: Path
     fp32 = load_sentiment_model(tiny_model, cache, backend="torch")
     served = load_sentiment_model(tiny_model, cache, backend="onnx-int8")
     exported = cache / "onnx" / "tiny-onnx-1-1l.onnx"
-    quantized = cache / "onnx" / "tiny-onnx-1-1l.int8.onnx"
+    quantized = cache / "onnx" / "tiny-onnx-1-1l.int8-v2.onnx"
     assert served.onnx is not None and served.onnx.path == quantized
     assert sorted(p.name for p in quantized.parent.iterdir()) == sorted([exported.name, quantized.name])  # no tmp file
     import onnx
     graph = onnx.load(str(quantized)).graph
     ops = {n.op_type for n in graph.node}
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops   # int8 matrix products
-    assert [n for n in graph.node if n.name.endswith("/output/dense/MatMul") and "/attention/" not in n.name
-            and n.op_type == "MatMul"]   # the feed-forward output stays float32
+    # the feed-forward output projection is quantised; its outlier input channels run in a float32 side path
+    assert not [n for n in graph.node if n.name.endswith("/output/dense/MatMul") and "/attention/" not in n.name
+                and n.op_type == "MatMul"]
+    assert [n for n in graph.node if "/output/dense/outlier/" in n.name and n.op_type == "MatMul"]
 
     p, ref = served.predict_proba(TEXTS), fp32.predict_proba(TEXTS)
     assert p.shape == ref.shape and np.allclose(p.sum(1), 1, atol=1e-5)
@@ -150,3 +152,23 @@ def test_onnx_int8_is_cached_beside_the_export_and_close_to_torch(tmp_path: Path
     monkeypatch.setattr(onnx_serving, "export", no_export)
     np.testing.assert_allclose(load_sentiment_model(tiny_model, cache, backend="onnx-int8").predict_proba(TEXTS),
                                p, atol=1e-6)
+
+
+def test_splitting_the_outlier_channels_leaves_the_float32_graph_equal(tmp_path: Path, tiny_model: Path,
+                                                                       onnx_installed) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from models.onnx_serving import outlier_channels, split_outliers
+    cache = tmp_path / "cache"
+    served = load_sentiment_model(tiny_model, cache, backend="onnx")
+    outliers = outlier_channels(served)
+    assert set(outliers) == {0} and len(outliers[0]) == 2   # 1 layer, 2 channels
+    proto = onnx.load(str(served.onnx.path))
+    side = split_outliers(proto, outliers)
+    assert len(side) == 5
+    split = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    input_ids, mask = served.collate(served.encode(TEXTS))
+    feed = {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()}
+    np.testing.assert_allclose(split.run(None, feed)[0], served.onnx(feed["input_ids"], feed["attention_mask"]),
+                               atol=1e-5)
