@@ -8,25 +8,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from stored_rows import ingest_sample, nlp_rows
 
 from pipelines import enrich
 from pipelines.config import Settings
 from pipelines.distributed import ClusterConfigError, ClusterSettings, cluster_settings
 from pipelines.enrich import enrich_flow, enrich_pending, sync_topics
-from pipelines.ingest import ingest_file
-from pipelines.records import ColumnMap
-from pipelines.sources import iter_files
-from pipelines.warehouse import Warehouse
-
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
-
-
-def _nlp_rows(db: Path) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute("SELECT * EXCLUDE (enriched_at, run_id) FROM feedback_nlp ORDER BY feedback_id").fetchall()
-    finally:
-        con.close()
 
 
 def test_cluster_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,9 +37,7 @@ def test_cluster_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPa
 def test_a_two_worker_cluster_stores_the_local_runs_rows(tmp_path: Path, home: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     local, cluster = tmp_path / "local.duckdb", tmp_path / "cluster.duckdb"
-    wh = Warehouse(local)
-    for f in iter_files([SAMPLE]):
-        ingest_file(wh, f, source=None, columns=ColumnMap(), channel=None, run_id="ingest", salt=b"salt")
+    wh = ingest_sample(local)
     shutil.copy(local, cluster)
     sync_topics(wh, Settings.resolve(home, local))
     one = enrich_pending.fn(str(local), str(home), "baseline", "local", workers=1)
@@ -63,8 +48,8 @@ def test_a_two_worker_cluster_stores_the_local_runs_rows(tmp_path: Path, home: P
     monkeypatch.setenv("CXLOOP_STAGING", str(staging))
     two = enrich_flow(db=str(cluster), home=str(home), model="baseline")
     assert two == one and one["scored"] > 800
-    rows = _nlp_rows(local)
-    assert len(rows) == one["scored"] and rows == _nlp_rows(cluster)
+    rows = nlp_rows(local)
+    assert len(rows) == one["scored"] and rows == nlp_rows(cluster)
     assert not enrich._PARTITION_ANALYZERS  # scored in the cluster's worker processes, not in this one
     assert not any(staging.iterdir())  # the run's partitions are cleaned up
     con = duckdb.connect(str(cluster), read_only=True)

@@ -8,10 +8,10 @@ import os
 import shutil
 from pathlib import Path
 
-import duckdb
 import jieba
 import numpy as np
 import pytest
+from stored_rows import ingest_sample, nlp_rows
 
 from models.parallel import AnalyzerPool
 from models.predict import Analyzer
@@ -21,8 +21,6 @@ from nlp.clauses import split_clauses
 from nlp.segment import _PLACEHOLDER_RE
 from pipelines.config import Settings, worker_count
 from pipelines.enrich import enrich_pending, sync_topics
-from pipelines.ingest import ingest_file
-from pipelines.records import ColumnMap
 from pipelines.sources import iter_files, read_file
 from pipelines.warehouse import Warehouse
 
@@ -102,19 +100,9 @@ def test_workers_come_from_cxloop_workers(monkeypatch: pytest.MonkeyPatch) -> No
             worker_count()
 
 
-def _nlp_rows(db: Path) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute("SELECT * EXCLUDE (enriched_at, run_id) FROM feedback_nlp ORDER BY feedback_id").fetchall()
-    finally:
-        con.close()
-
-
 def test_parallel_enrich_stores_exactly_the_serial_rows(tmp_path: Path, home: Path) -> None:
     serial, parallel = tmp_path / "serial.duckdb", tmp_path / "parallel.duckdb"
-    wh = Warehouse(serial)
-    for f in iter_files([SAMPLE]):
-        ingest_file(wh, f, source=None, columns=ColumnMap(), channel=None, run_id="ingest", salt=b"salt")
+    ingest_sample(serial)
     shutil.copy(serial, parallel)
     for db in (serial, parallel):
         sync_topics(Warehouse(db), Settings.resolve(home, db))
@@ -123,7 +111,7 @@ def test_parallel_enrich_stores_exactly_the_serial_rows(tmp_path: Path, home: Pa
     two = enrich_pending.fn(str(parallel), str(home), "baseline", "parallel", workers=2, chunk_rows=100,
                             batch_rows=250)
     assert one == two and one["scored"] > 800
-    rows = _nlp_rows(serial)
-    assert len(rows) == one["scored"] and rows == _nlp_rows(parallel)
+    rows = nlp_rows(serial)
+    assert len(rows) == one["scored"] and rows == nlp_rows(parallel)
     again = enrich_pending.fn(str(parallel), str(home), "baseline", "again", workers=2, chunk_rows=100)
     assert again == {"scored": 0, "model_version": one["model_version"]}
