@@ -31,7 +31,9 @@ a re-run updates an item's evidence and priority but never its status, owner or 
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 from prefect import flow, task
 
@@ -47,6 +49,9 @@ PRIOR_MENTIONS = 10  # m: weight of the prior in the smoothed negative rate, in 
 TREND_PSEUDO = 3     # pseudo-mentions added to the trailing average in the trend
 
 PERIODS = ("day", "week", "month")
+TRAILING = {"day": 7, "week": 4, "month": 3}  # k: periods in the trailing average of the trend
+# mentions one statement of the cube aggregates at most (memory grows with them; see chunk_plan)
+CHUNK_MENTIONS = 100_000
 # one row per (feedback, topic) with the topic's own polarity, built once per run into a temporary table
 # that the statement of each period kind reads
 MENTIONS_SQL = """
@@ -74,8 +79,11 @@ FROM mentions
 
 PAIN_POINTS_SQL = """
 WITH base AS (SELECT * FROM pp_base),
-p AS MATERIALIZED (  -- one period kind per statement (every join below stays within its period): a third of the memory
-    SELECT $period AS period, CAST(date_trunc($period, created_at) AS DATE) AS period_start, * FROM base
+p AS MATERIALIZED (  -- one chunk of one period kind per statement (see chunk_plan): memory bounded by the chunk
+    SELECT * FROM (SELECT $period AS period, CAST(date_trunc($period, created_at) AS DATE) AS period_start, *
+                   FROM base WHERE $topics IS NULL OR list_contains($topics, topic))
+    -- from the chunk's first period back to its trend context (the k periods before it)
+    WHERE ($context IS NULL OR period_start >= $context) AND ($hi IS NULL OR period_start <= $hi)
 ),
 agg AS MATERIALIZED (
     SELECT period, period_start, topic,
@@ -88,13 +96,13 @@ agg AS MATERIALIZED (
     GROUP BY GROUPING SETS ((period, period_start, topic, channel, product), (period, period_start, topic, channel),
                             (period, period_start, topic, product), (period, period_start, topic))
 ),
-prior AS (SELECT coalesce(avg(CAST(sentiment = 'neg' AS DOUBLE)), 0.5) AS p0 FROM base),
-firsts AS (SELECT period, min(period_start) AS first_start FROM agg GROUP BY period),
+prior AS (SELECT $p0 AS p0),                          -- of all mentions, not the chunk's
+firsts AS (SELECT $period AS period, $first_start AS first_start),  -- likewise
 steps AS (
     SELECT a.*,
            CASE a.period WHEN 'day' THEN INTERVAL 1 DAY WHEN 'week' THEN INTERVAL 7 DAY ELSE INTERVAL 1 MONTH END
                AS step,
-           CASE a.period WHEN 'day' THEN 7 WHEN 'week' THEN 4 ELSE 3 END AS k,
+           $k AS k,
            CASE a.period WHEN 'day' THEN date_diff('day', f.first_start, a.period_start)
                          WHEN 'week' THEN date_diff('week', f.first_start, a.period_start)
                          ELSE date_diff('month', f.first_start, a.period_start) END AS periods_before
@@ -133,7 +141,8 @@ kwc AS (
     SELECT period, period_start, topic,
            CASE WHEN grouping(channel) = 1 THEN '*' ELSE channel END AS channel,
            CASE WHEN grouping(product) = 1 THEN '*' ELSE product END AS product, k, count(*) AS c
-    FROM (SELECT period, period_start, topic, channel, product, unnest(keywords) AS k FROM p WHERE sentiment = 'neg')
+    FROM (SELECT period, period_start, topic, channel, product, unnest(keywords) AS k FROM p
+          WHERE sentiment = 'neg' AND ($lo IS NULL OR period_start >= $lo))
     GROUP BY GROUPING SETS ((period, period_start, topic, channel, product, k),
                             (period, period_start, topic, channel, k),
                             (period, period_start, topic, product, k), (period, period_start, topic, k))
@@ -151,7 +160,7 @@ cand AS (
     LEFT JOIN kw USING (period, period_start, topic, channel, product)
     JOIN p r ON r.sentiment = 'neg' AND r.period = a.period AND r.period_start = a.period_start AND r.topic = a.topic
             AND (a.channel = '*' OR a.channel = r.channel) AND (a.product = '*' OR a.product = r.product)
-    WHERE a.neg_count > 0
+    WHERE a.neg_count > 0 AND ($lo IS NULL OR a.period_start >= $lo)
 ),
 distinct_texts AS (
     SELECT DISTINCT ON (period, period_start, topic, channel, product, text_hash) *
@@ -186,6 +195,7 @@ SELECT f.period, f.period_start, f.topic, f.channel, f.product, f.volume, f.neg_
 FROM factored f
 LEFT JOIN kw USING (period, period_start, topic, channel, product)
 LEFT JOIN quote_texts quotes USING (period, period_start, topic, channel, product)
+WHERE $lo IS NULL OR f.period_start >= $lo   -- the context periods are another chunk's rows
 """
 
 TOP_SQL = """
@@ -197,19 +207,87 @@ ORDER BY p.priority DESC, p.topic, p.channel LIMIT ?
 """
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """The cells one statement computes: ``topics`` (None: all) in periods ``lo``..``hi`` (None: all)."""
+
+    topics: tuple[str, ...] | None = None
+    lo: date | None = None
+    hi: date | None = None
+
+
+def chunk_plan(counts: Sequence[tuple[str, date, int]], limit: int = CHUNK_MENTIONS) -> list[Chunk]:
+    """Split one period kind's cube, given its mentions per (topic, period start), into statements of
+    at most ``limit`` mentions each: whole if it fits; else topics packed together in key order; a
+    topic larger than ``limit`` in runs of consecutive periods (a single period is never split).
+
+    Every cell depends only on its own topic and on its period with the few before it (prev and
+    trailing average), so the pieces give the cube of one statement, row for row, with memory
+    bounded by ``limit`` (plus a range's trend context) however many rows the warehouse holds."""
+    per_topic: dict[str, list[tuple[date, int]]] = {}
+    for topic, start, n in sorted(counts):
+        per_topic.setdefault(topic, []).append((start, n))
+    totals = {t: sum(n for _, n in runs) for t, runs in per_topic.items()}
+    if sum(totals.values()) <= limit:
+        return [Chunk()] if totals else []
+    chunks: list[Chunk] = []
+    group: list[str] = []
+    size = 0
+    for topic, total in totals.items():
+        if total > limit:
+            run: list[date] = []
+            acc = 0
+            for start, n in per_topic[topic]:
+                if run and acc + n > limit:
+                    chunks.append(Chunk((topic,), run[0], run[-1]))
+                    run, acc = [], 0
+                run.append(start)
+                acc += n
+            chunks.append(Chunk((topic,), run[0], run[-1]))
+            continue
+        if group and size + total > limit:
+            chunks.append(Chunk(tuple(group)))
+            group, size = [], 0
+        group.append(topic)
+        size += total
+    if group:
+        chunks.append(Chunk(tuple(group)))
+    return chunks
+
+
+def context_start(period: str, lo: date | None) -> date | None:
+    """The first period a range starting at ``lo`` reads: the ``TRAILING`` periods before it."""
+    if lo is None:
+        return None
+    k = TRAILING[period]
+    if period == "day":
+        return lo - timedelta(days=k)
+    if period == "week":
+        return lo - timedelta(weeks=k)
+    months = lo.year * 12 + lo.month - 1 - k
+    return date(months // 12, months % 12 + 1, 1)
+
+
 def compute_pain_points(wh: Warehouse, model_version: str, run_id: str, top_n: int = 10,
-                        min_negative: int = 3) -> dict:
+                        min_negative: int = 3, chunk_mentions: int = CHUNK_MENTIONS) -> dict:
     """Recompute ``pain_points`` and upsert the latest week's top ones into ``backlog``."""
     now = datetime.now()
     with wh.transaction() as con:
         con.execute("DELETE FROM pain_points")
         con.execute(MENTIONS_SQL, {"model_version": model_version})
+        p0 = con.execute("SELECT coalesce(avg(CAST(sentiment = 'neg' AS DOUBLE)), 0.5) FROM pp_base").fetchone()[0]
         for period in PERIODS:
-            con.execute(f"""INSERT INTO pain_points BY NAME
-                            SELECT *, $model_version AS model_version, $run_id AS run_id, $now AS computed_at
-                            FROM ({PAIN_POINTS_SQL})""",
-                        {"model_version": model_version, "run_id": run_id, "now": now, "period": period,
-                         "m": PRIOR_MENTIONS, "pseudo": TREND_PSEUDO})
+            counts = con.execute("SELECT topic, CAST(date_trunc($period, created_at) AS DATE) AS s, count(*) "
+                                 "FROM pp_base GROUP BY ALL", {"period": period}).fetchall()
+            for chunk in chunk_plan(counts, chunk_mentions):
+                con.execute(f"""INSERT INTO pain_points BY NAME
+                                SELECT *, $model_version AS model_version, $run_id AS run_id, $now AS computed_at
+                                FROM ({PAIN_POINTS_SQL})""",
+                            {"model_version": model_version, "run_id": run_id, "now": now, "period": period,
+                             "m": PRIOR_MENTIONS, "pseudo": TREND_PSEUDO, "k": TRAILING[period], "p0": p0,
+                             "first_start": min(s for _, s, _ in counts),
+                             "topics": list(chunk.topics) if chunk.topics else None, "lo": chunk.lo,
+                             "hi": chunk.hi, "context": context_start(period, chunk.lo)})
         con.execute("DROP TABLE pp_base")
         n_points = con.execute("SELECT count(*) FROM pain_points").fetchone()[0]
         latest = con.execute("SELECT max(period_start) FROM pain_points WHERE period = 'week'").fetchone()[0]

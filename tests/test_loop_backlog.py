@@ -14,8 +14,9 @@ from test_loop_support import MODEL, START, rows_for, write
 
 from pipelines import backlog
 from pipelines.config import LoopConfig
-from pipelines.painpoints import compute_pain_points
+from pipelines.painpoints import Chunk, chunk_plan, compute_pain_points
 from pipelines.verify import verify_items
+from pipelines.warehouse import Warehouse
 
 
 def test_smoothing_ranks_a_big_steady_pain_above_a_tiny_new_one(tmp_path: Path) -> None:
@@ -152,3 +153,42 @@ def test_backlog_commands(tmp_path: Path, home: Path) -> None:
     r = _cli("backlog", "--status", "resolved", home=home)
     assert r.returncode == 0 and item in r.stdout
     assert wh.scalar("SELECT resolved_at FROM backlog WHERE item_id = ?", [item]) == datetime(2026, 1, 20)
+
+
+def _cube(wh: Warehouse) -> list[dict]:
+    return sorted(wh.query("SELECT * EXCLUDE (run_id, computed_at) FROM pain_points").to_pylist(),
+                  key=lambda r: (r["period"], str(r["period_start"]), r["topic"], r["channel"], r["product"]))
+
+
+def test_the_cube_computed_in_small_chunks_equals_the_cube_in_one_statement(tmp_path: Path) -> None:
+    rows = []
+    for week in range(10):
+        for i, (topic, channel) in enumerate([("logistics", "app_review"), ("wait_time", "hotline"),
+                                              ("price_fees", "survey"), ("filler", "online_chat")]):
+            rows += rows_for(topic, week, neg=(week * 3 + i) % 5 + (6 if topic == "wait_time" else 0),
+                             other=2 + (week + i) % 3, channel=channel, product=["外卖", "生鲜"][week % 2],
+                             keywords=[topic, f"词{(week + i) % 4}"])
+        rows += rows_for(["logistics", "wait_time"], week, neg=week % 3, channel="social")
+    wh = write(tmp_path / "cx.duckdb", rows)
+    whole = compute_pain_points(wh, MODEL, "run-1")
+    expected = _cube(wh)
+    assert whole["pain_points"] == len(expected) > 100
+
+    counts = wh.query("SELECT topic, CAST(date_trunc('day', created_at) AS DATE) AS s, count(*) AS n FROM feedback "
+                      "JOIN (SELECT feedback_id, unnest(topics) AS topic FROM feedback_nlp) USING (feedback_id) "
+                      "GROUP BY ALL").to_pylist()
+    plan = chunk_plan([(r["topic"], r["s"], r["n"]) for r in counts], limit=40)
+    assert any(c.lo is not None for c in plan)                       # a topic too big for one chunk: split by time
+    assert any(c.topics and len(c.topics) > 1 for c in plan) or len(plan) > 4
+    split = compute_pain_points(wh, MODEL, "run-2", chunk_mentions=40)
+    assert (split["pain_points"], split["latest_period"]) == (whole["pain_points"], whole["latest_period"])
+    assert _cube(wh) == expected
+
+
+def test_chunk_plan_packs_topics_and_splits_a_big_one_by_consecutive_periods() -> None:
+    d = [date(2026, 1, 5) + timedelta(days=i) for i in range(4)]
+    counts = [("a", d[0], 3), ("b", d[0], 4), ("c", d[0], 5), ("c", d[1], 5), ("c", d[2], 5), ("c", d[3], 1)]
+    assert chunk_plan(counts, limit=100) == [Chunk()]
+    assert chunk_plan([], limit=100) == []
+    assert set(chunk_plan(counts, limit=10)) == {Chunk(("a", "b")), Chunk(("c",), d[0], d[1]), Chunk(("c",), d[2], d[3])}
+    assert set(chunk_plan([("a", d[0], 50), ("b", d[1], 1)], limit=10)) == {Chunk(("a",), d[0], d[0]), Chunk(("b",))}
