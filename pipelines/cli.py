@@ -32,6 +32,7 @@ from rich.table import Table
 
 from pipelines.config import Settings, prepare_prefect_env
 from pipelines.distributed import cluster_settings
+from pipelines.warehouse import duckdb_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="cxloop: close the customer-experience loop.")
 train_app = typer.Typer(no_args_is_help=True, help="Train, evaluate, register and promote models.")
@@ -77,6 +78,7 @@ def _settings(home: Path | None, db: str | None, taxonomy: Path | None = None) -
     if settings.taxonomy_file():  # given or HOME/taxonomy.yaml: a broken taxonomy fails before anything runs
         _run(settings.load_taxonomy)
     _run(cluster_settings)  # so does a bad CXLOOP_DASK_* setting
+    _run(duckdb_config)  # … or CXLOOP_DB_MEMORY
     return settings
 
 

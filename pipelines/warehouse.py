@@ -235,6 +235,21 @@ def default_lock_timeout() -> float:
         raise WarehouseError(f"CXLOOP_LOCK_TIMEOUT={raw!r} is not a number of seconds") from None
 
 
+def duckdb_config() -> dict[str, str]:
+    """Settings of every warehouse connection: ``CXLOOP_DB_MEMORY`` (e.g. ``1GB``) caps DuckDB's memory
+    (its ``memory_limit``; default: DuckDB's own, 80 % of RAM): what does not fit is spilled to
+    ``<warehouse>.tmp/`` instead of growing the process."""
+    raw = os.environ.get("CXLOOP_DB_MEMORY", "").strip()
+    if not raw:
+        return {}
+    try:
+        duckdb.connect(config={"memory_limit": raw}).close()
+    except duckdb.Error as e:
+        raise WarehouseError(f"CXLOOP_DB_MEMORY={raw!r} is not a memory size DuckDB accepts (e.g. 1GB, 512MB): "
+                             f"{e}") from None
+    return {"memory_limit": raw}
+
+
 class Warehouse:
     """Handle on one warehouse: a DuckDB file, or a DuckLake when ``location`` is ``ducklake:CATALOG``
     (``data_path``: where its Parquet files go, default ``CXLOOP_LAKE_DATA_PATH``, else
@@ -248,6 +263,7 @@ class Warehouse:
         self.path: Path | None = self.lake.catalog_file if self.lake else Path(text)
         self.location = text if self.lake else str(self.path)
         self.lock_timeout = default_lock_timeout() if lock_timeout is None else lock_timeout
+        self.config = duckdb_config()
         self._migrated = False
 
     def __str__(self) -> str:
@@ -267,8 +283,8 @@ class Warehouse:
     # -- connections ----------------------------------------------------------------------------
     def _connect_once(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         if self.lake is None:
-            return duckdb.connect(str(self.path), read_only=read_only)
-        con = duckdb.connect()  # in memory: the lake is attached to it
+            return duckdb.connect(str(self.path), read_only=read_only, config=self.config)
+        con = duckdb.connect(config=self.config)  # in memory: the lake is attached to it
         try:
             con.execute(f"LOAD {_sql_str(str(ducklake_extension()))}")
             con.execute(self.lake.attach_sql(read_only, creating=not self.exists()))

@@ -133,8 +133,9 @@ def test_a_broken_taxonomy(setup: tuple[Path, Path, dict], tmp_path: Path, conte
 @pytest.mark.parametrize(("env", "message"), [
     ({"CXLOOP_DASK_WORKERS": "two"}, "CXLOOP_DASK_WORKERS='two'"),
     ({"CXLOOP_DASK_WORKERS": "2", "CXLOOP_DASK_ADDRESS": "tcp://127.0.0.1:1"}, "not both"),
+    ({"CXLOOP_DB_MEMORY": "lots"}, "CXLOOP_DB_MEMORY='lots' is not a memory size"),
 ])
-def test_a_bad_dask_setting(setup: tuple[Path, Path, dict], monkeypatch: pytest.MonkeyPatch, env: dict,
+def test_a_bad_engine_setting(setup: tuple[Path, Path, dict], monkeypatch: pytest.MonkeyPatch, env: dict,
                             message: str) -> None:
     _, home, _ = setup
     for name, value in env.items():
