@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import random
@@ -173,6 +174,45 @@ def measure(peak: PeakRSS, name: str, n: int, fn: Callable[[], Any], unit: str =
     return rec, result
 
 
+# -- the optional Rust engine -------------------------------------------------------------------
+def rust_segmenter() -> Any:
+    """cxloop's segmenter on rjieba, or None (with a message) when the ``fast`` extra is missing."""
+    from nlp.segment import Segmenter, SegmenterError
+
+    try:
+        import rjieba  # noqa: F401
+    except ImportError:
+        print("rjieba is not installed (pip install 'cxloop[fast]'): its rows are skipped", file=sys.stderr)
+        return None
+    try:
+        return Segmenter(engine="rjieba")
+    except SegmenterError as e:
+        print(f"rjieba skipped: {e}", file=sys.stderr)
+        return None
+
+
+def agreement(reference: list[list[str]], other: list[list[str]]) -> dict[str, float]:
+    """How far ``other`` follows the reference segmentation: the share of texts cut identically, and
+    the word-boundary F1 over all texts (a boundary is a character offset where a word ends)."""
+    same = sum(a == b for a, b in zip(reference, other, strict=True))
+    hit = ref_n = oth_n = 0
+    for a, b in zip(reference, other, strict=True):
+        ends_a = set(_ends(a))
+        ends_b = set(_ends(b))
+        hit += len(ends_a & ends_b)
+        ref_n += len(ends_a)
+        oth_n += len(ends_b)
+    f1 = 2 * hit / (ref_n + oth_n) if ref_n + oth_n else 1.0
+    return {"identical_texts": round(same / max(1, len(reference)), 4), "boundary_f1": round(f1, 4)}
+
+
+def _ends(words: list[str]) -> Iterator[int]:
+    pos = 0
+    for w in words:
+        pos += len(w)
+        yield pos
+
+
 # -- child: anchors and components --------------------------------------------------------------
 def child_components(csv_path: Path, anchor_rows: int, log: Callable[[str], None]) -> dict[str, Any]:
     import duckdb
@@ -232,6 +272,15 @@ def child_components(csv_path: Path, anchor_rows: int, log: Callable[[str], None
     rec, tokens = measure(peak, "segmentation (cxloop), 1 core", n, lambda: seg.cut_many(texts), log=log,
                           cache_hit_rate=round(1 - len(set(blocks)) / max(1, len(blocks)), 3))
     stages.append(rec)
+    fast = rust_segmenter()
+    if fast is not None:  # the optional engine, against cxloop's jieba output as the reference
+        fast.initialize()
+        rec, fast_tokens = measure(peak, "segmentation (rjieba), 1 core", n, lambda: fast.cut_many(texts), log=log)
+        rec.update(agreement(tokens, fast_tokens))
+        log(f"    rjieba against jieba: {rec['identical_texts']:.2%} of texts cut identically, "
+            f"word-boundary F1 {rec['boundary_f1']:.4f}")
+        stages.append(rec)
+        del fast_tokens
     rec, _ = measure(peak, "baseline sentiment, 1 core", n, lambda: model.predict_proba(texts, tokens), log=log)
     stages.append(rec)
     topics = analyzer.topic_model
@@ -255,6 +304,11 @@ def child_components(csv_path: Path, anchor_rows: int, log: Callable[[str], None
     rec, tables = measure(peak, f"Analyzer (baseline), {workers} workers", n, lambda: analyze_with(workers), log=log,
                           workers=workers)
     stages.append(rec)
+    if fast is not None:
+        analyzer = dataclasses.replace(analyzer, segmenter=fast)
+        rec, _ = measure(peak, f"Analyzer (baseline, rjieba), {workers} workers", n, lambda: analyze_with(workers),
+                         log=log, workers=workers)
+        stages.append(rec)
     wh = Warehouse(tmp / "write.duckdb")
     with wh.connect():
         pass
@@ -273,6 +327,8 @@ def child_pipeline(csv_path: Path, n: int, log: Callable[[str], None]) -> dict[s
     from pipelines.warehouse import Warehouse
 
     home = Path(os.environ["CXLOOP_HOME"])
+    engine = os.environ.get("CXLOOP_SEGMENTER", "jieba")
+    tag = "" if engine == "jieba" else f" · {engine}"   # the pipeline run with another segmentation engine
     db = home / "cx.duckdb"
     wh = Warehouse(db)
     t0 = time.perf_counter()
@@ -292,22 +348,23 @@ def child_pipeline(csv_path: Path, n: int, log: Callable[[str], None]) -> dict[s
         return enrich_pending.fn(db=str(db), home=str(home), model="baseline", run_id="bench")
 
     t0 = time.perf_counter()
-    rec, res = measure(peak, "ingest (CSV → feedback)", n, ingest, unit="rows", log=log)
+    rec, res = measure(peak, f"ingest (CSV → feedback){tag}", n, ingest, unit="rows", log=log)
     stored = res.stored
     peak_ingest = rec["peak_rss_mib"]
     stages.append(rec)
-    rec, out = measure(peak, "enrich (→ feedback_nlp)", stored, enrich, unit="rows", log=log, workers=worker_count())
+    rec, out = measure(peak, f"enrich (→ feedback_nlp){tag}", stored, enrich, unit="rows", log=log,
+                       workers=worker_count())
     stages.append(rec)
     total = time.perf_counter() - t0
     peak_all = max(peak_ingest, rec["peak_rss_mib"])
-    stages.append({"stage": "end to end (ingest + enrich)", "n": stored, "seconds": round(total, 4),
+    stages.append({"stage": f"end to end (ingest + enrich){tag}", "n": stored, "seconds": round(total, 4),
                    "per_second": round(stored / total, 1), "unit": "docs", "peak_rss_mib": peak_all})
-    log(f"    {'end to end (ingest + enrich)':<34} {stored:>9,} docs {total:8.2f} s {stored / total:>10,.0f}/s")
+    log(f"    {'end to end (ingest + enrich)' + tag:<34} {stored:>9,} docs {total:8.2f} s {stored / total:>10,.0f}/s")
 
     def rerun() -> tuple[Any, dict]:
         return ingest(), enrich()
 
-    rec, (again, scored) = measure(peak, "re-run, no new data", n, rerun, unit="rows", log=log)
+    rec, (again, scored) = measure(peak, f"re-run, no new data{tag}", n, rerun, unit="rows", log=log)
     rec["per_second"] = None
     rec["detail"] = {"ingest_skipped": again.skipped, "scored": scored["scored"]}
     stages.append(rec)
@@ -315,11 +372,12 @@ def child_pipeline(csv_path: Path, n: int, log: Callable[[str], None]) -> dict[s
 
 
 # -- the parent ---------------------------------------------------------------------------------
-def run_child(kind: str, csv_path: Path, n: int, args: argparse.Namespace, home: Path) -> dict[str, Any]:
+def run_child(kind: str, csv_path: Path, n: int, args: argparse.Namespace, home: Path,
+              engine: str = "jieba") -> dict[str, Any]:
     home.mkdir(parents=True, exist_ok=True)
     out = home / f"{kind}-{n}.json"
     env = {**os.environ, "CXLOOP_HOME": str(home), "PREFECT_HOME": str(home / ".prefect"),
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "CXLOOP_SEGMENTER": engine}
     env.pop("CXLOOP_DB", None)
     if args.workers:
         env["CXLOOP_WORKERS"] = str(args.workers)
@@ -333,6 +391,7 @@ ANCHOR_OF = {
     "segmentation (cxloop), 1 core": "anchor: jieba (plain, HMM), 1 core",
     "baseline sentiment, 1 core": "anchor: TF-IDF + linear (sklearn), 1 core",
     "topic model, 1 core": "anchor: TF-IDF + linear (sklearn), 1 core",
+    "segmentation (rjieba), 1 core": "anchor: jieba (plain, HMM), 1 core",
     "Analyzer (baseline), 1 process": "anchor: jieba (plain, HMM), 1 core",
     "write feedback_nlp (17 columns)": "anchor: DuckDB insert from Arrow",
 }
@@ -391,6 +450,10 @@ def print_table(doc: dict[str, Any]) -> None:
         console.print(f"{r['rows']:,} rows: {r['distinct']:,} distinct 60-character pieces"
                       f"{', the rest varied copies' if r['distinct'] < r['rows'] else ''}; segmenter cache hits "
                       f"{seg['cache_hit_rate']:.0%} of blocks" if seg else "", highlight=False)
+        fast = next((s for s in r["stages"] if s["stage"] == "segmentation (rjieba), 1 core"), None)
+        if fast:
+            console.print(f"{r['rows']:,} rows: rjieba cuts {fast['identical_texts']:.2%} of the texts exactly as "
+                          f"cxloop's jieba does (word-boundary F1 {fast['boundary_f1']:.4f})", highlight=False)
     loads = [s["load1"] for r in doc["runs"] for s in r["stages"] if "load1" in s]
     if loads:
         console.print(f"machine load (1 min) after each stage: {min(loads):.1f}–{max(loads):.1f} "
@@ -444,9 +507,11 @@ def main(argv: list[str] | None = None) -> int:
             del texts
             comp = run_child("components", data, n, args, tmp / f"c{n}")
             pipe = run_child("pipeline", data, n, args, tmp / f"p{n}")
+            stages = comp["stages"] + pipe["stages"]
+            if any(st["stage"] == "segmentation (rjieba), 1 core" for st in comp["stages"]):
+                stages += run_child("pipeline", data, n, args, tmp / f"r{n}", engine="rjieba")["stages"]
             workers = comp["workers"]
-            runs.append({"rows": n, "distinct": distinct, "stages": comp["stages"] + pipe["stages"],
-                         "migrate_s": pipe["migrate_s"]})
+            runs.append({"rows": n, "distinct": distinct, "stages": stages, "migrate_s": pipe["migrate_s"]})
     info["loadavg_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     doc = {"benchmark": "pipeline_speed", "machine": info, "data": str(csv_path), "chars": CHARS, "workers": workers,
            "anchor_rows": args.anchor_rows, "goal_docs_per_s": GOAL_DOCS_PER_S, "runs": runs}

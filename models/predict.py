@@ -10,8 +10,9 @@ table; the warehouse and ``cxloop predict`` both use it.
 * **topic_sentiments** — each topic's own polarity (``models.topic_sentiment``).
 * **emotion**, **urgent** / **urgency_reasons** — ``nlp.emotion`` and ``nlp.urgency``; a positive
   text is never urgent ("感谢帮我拦住了诈骗").
-* **model_version** — the *analysis* version: sentiment model + topic model + taxonomy fingerprint,
-  so changing any of them re-scores stored rows on the next ``enrich``.
+* **model_version** — the *analysis* version: sentiment model + topic model + taxonomy fingerprint
+  (+ the segmentation engine when it is not jieba), so changing any of them re-scores stored rows on
+  the next ``enrich``.
 
 When the sentiment model contains the transformer whose embeddings a semantic topic model reads,
 the encoder runs once per batch for both.
@@ -44,11 +45,16 @@ from nlp import (
     default_taxonomy,
     detect_urgency,
     keywords,
+    segmenter_engine,
 )
 
 
 def analysis_version(sentiment_version: str, topic_version: str, taxonomy: Taxonomy) -> str:
-    return f"{sentiment_version}+{topic_version}+tax-{taxonomy.fingerprint}"
+    """What a stored row was scored with; a segmentation engine other than jieba is part of it
+    (its words, keywords and word features differ on some texts)."""
+    engine = segmenter_engine()
+    return f"{sentiment_version}+{topic_version}+tax-{taxonomy.fingerprint}" + (
+        "" if engine == "jieba" else f"+seg-{engine}")
 
 
 def current_analysis_version(models_home: Path | None, model: str | None, taxonomy: Taxonomy) -> str:

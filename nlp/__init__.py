@@ -13,7 +13,7 @@ from nlp.emotion import (
 )
 from nlp.normalize import dedup_key, normalize_many, normalize_text
 from nlp.pii import Redaction, redact, redact_many
-from nlp.segment import Segmenter, corpus_keywords, default_segmenter, keywords
+from nlp.segment import Segmenter, SegmenterError, corpus_keywords, default_segmenter, keywords, segmenter_engine
 from nlp.taxonomy import Taxonomy, TaxonomyError, Topic, default_taxonomy, load_taxonomy
 from nlp.urgency import (
     URGENCY_CATEGORIES,
@@ -34,6 +34,7 @@ __all__ = [
     "EmotionLexiconError",
     "Redaction",
     "Segmenter",
+    "SegmenterError",
     "Taxonomy",
     "TaxonomyError",
     "Topic",
@@ -55,4 +56,5 @@ __all__ = [
     "normalize_text",
     "redact",
     "redact_many",
+    "segmenter_engine",
 ]

@@ -11,6 +11,12 @@ words of each run it has cut (``cache_size`` runs, forgotten all at once when fu
 a text are the cached words of its runs, exactly what jieba returns for the whole text, and a run
 met again (the clauses of a text that was just cut, "很好" in thousands of reviews) costs a dict
 look-up instead of a DAG and an HMM pass.
+
+Engines (``CXLOOP_SEGMENTER``): ``jieba`` (the default and the reference) or ``rjieba``, jieba's Rust
+port (the ``cxloop[fast]`` extra), about ten times faster, with the same main dictionary and the CX
+user dictionary added word by word; its output differs from jieba's on a small share of texts
+(``benchmarks/pipeline_speed.py`` measures the agreement), so rows it segments carry a different
+analysis version (``models.predict.analysis_version``).
 """
 
 from __future__ import annotations
@@ -34,7 +40,39 @@ _PLACEHOLDER_RE = re.compile(r"<(?:URL|PHONE|ID|CARD|EMAIL)>")
 _BLOCK_RE = jieba.re_han_default   # the runs jieba cuts one at a time (its own split of a text)
 CACHE_SIZE = 100_000               # cached runs per Segmenter (a few tens of MB at most)
 
+ENGINES = ("jieba", "rjieba")
+
 jieba.setLogLevel(60)  # jieba prints "Building prefix dict…" on stderr otherwise
+
+
+class SegmenterError(ValueError):
+    """A segmentation engine that is unknown or not installed."""
+
+
+def segmenter_engine() -> str:
+    """The engine ``CXLOOP_SEGMENTER`` names (default ``jieba``); checked to be usable."""
+    name = os.environ.get("CXLOOP_SEGMENTER", "").strip().lower() or "jieba"
+    if name not in ENGINES:
+        raise SegmenterError(f"CXLOOP_SEGMENTER={name!r} is not a segmentation engine: use one of "
+                             f"{', '.join(ENGINES)}")
+    if name == "rjieba":
+        try:
+            import rjieba  # noqa: F401
+        except ImportError:
+            raise SegmenterError("CXLOOP_SEGMENTER=rjieba needs the rjieba package: "
+                                 "pip install 'cxloop[fast]'") from None
+    return name
+
+
+def _dict_entries(path: str) -> Iterable[tuple[str, int | None, str | None]]:
+    """(word, frequency, tag) of each line of a jieba user dictionary ("word [freq] [tag]")."""
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        parts = line.strip().split()
+        if not parts:
+            continue
+        freq = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+        tag = parts[-1] if len(parts) > 1 and not parts[-1].isdigit() else None
+        yield parts[0], freq, tag
 
 
 def _resource_path(name: str) -> str:
@@ -71,12 +109,16 @@ class Segmenter:
     """jieba segmentation with the CX user dictionary (and optional extra dictionaries)."""
 
     def __init__(self, extra_dicts: Iterable[str | os.PathLike[str]] = (), hmm: bool = True,
-                 cache_size: int = CACHE_SIZE) -> None:
+                 cache_size: int = CACHE_SIZE, engine: str | None = None) -> None:
         self.hmm = hmm
         self.cache_size = cache_size
+        self.engine = engine or segmenter_engine()
+        if self.engine not in ENGINES:
+            raise SegmenterError(f"unknown segmentation engine {self.engine!r}: use one of {', '.join(ENGINES)}")
         self._cache: dict[str, tuple[str, ...]] = {}
         self._tok = jieba.Tokenizer()
         self._tok.tmp_dir = os.environ.get("CXLOOP_JIEBA_CACHE", tempfile.gettempdir())
+        self._rust = None
         self._dicts = [_resource_path("cx_userdict.txt"), *map(str, extra_dicts)]
         self._lock = threading.Lock()
         self._ready = False
@@ -87,9 +129,17 @@ class Segmenter:
             return
         with self._lock:
             if not self._ready:
-                self._tok.initialize()
-                for d in self._dicts:
-                    self._tok.load_userdict(d)
+                if self.engine == "rjieba":
+                    import rjieba
+
+                    self._rust = rjieba.Jieba()  # jieba's main dictionary, built into jieba-rs
+                    for d in self._dicts:
+                        for word, freq, tag in _dict_entries(d):
+                            self._rust.add_word(word, freq, tag)
+                else:
+                    self._tok.initialize()
+                    for d in self._dicts:
+                        self._tok.load_userdict(d)
                 self._ready = True
 
     def cut(self, text: str) -> list[str]:
@@ -109,6 +159,8 @@ class Segmenter:
     def _words(self, text: str) -> list[str]:
         if not text:
             return []
+        if self._rust is not None:  # a whole text costs less than a Python split into runs
+            return [w for w in self._rust.cut(text, self.hmm) if not w.isspace()]
         out: list[str] = []
         cache = self._cache
         for block in _BLOCK_RE.split(text):
@@ -127,10 +179,14 @@ class Segmenter:
         return [self.cut(t) for t in texts]
 
 
-@lru_cache(maxsize=1)
 def default_segmenter() -> Segmenter:
-    """The process-wide segmenter with the shipped dictionary."""
-    return Segmenter()
+    """The process-wide segmenter with the shipped dictionary, for the engine ``CXLOOP_SEGMENTER`` names."""
+    return _shared_segmenter(segmenter_engine())
+
+
+@lru_cache(maxsize=len(ENGINES))
+def _shared_segmenter(engine: str) -> Segmenter:
+    return Segmenter(engine=engine)
 
 
 def content_words(tokens: Iterable[str]) -> list[str]:

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from nlp import segmenter_engine
 from pipelines.config import Settings, prepare_prefect_env
 from pipelines.distributed import cluster_settings
 from pipelines.warehouse import duckdb_config
@@ -52,13 +53,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from models.baseline import ModelLoadError
     from models.data import DataMissingError
     from models.e5_base import BaseModelError
-    from nlp import TaxonomyError
+    from nlp import SegmenterError, TaxonomyError
     from pipelines.distributed import ClusterConfigError
     from pipelines.sources import SourceError
     from pipelines.warehouse import WarehouseError
 
     return (SourceError, TaxonomyError, ModelLoadError, WarehouseError, DataMissingError, BaseModelError,
-            ClusterConfigError)
+            ClusterConfigError, SegmenterError)
 
 
 def _run(fn: Callable[[], Any]) -> Any:
@@ -78,6 +79,7 @@ def _settings(home: Path | None, db: str | None, taxonomy: Path | None = None) -
     if settings.taxonomy_file():  # given or HOME/taxonomy.yaml: a broken taxonomy fails before anything runs
         _run(settings.load_taxonomy)
     _run(cluster_settings)  # so does a bad CXLOOP_DASK_* setting
+    _run(segmenter_engine)  # … or CXLOOP_SEGMENTER
     _run(duckdb_config)  # … or CXLOOP_DB_MEMORY
     return settings
 

@@ -133,6 +133,7 @@ def test_a_broken_taxonomy(setup: tuple[Path, Path, dict], tmp_path: Path, conte
 @pytest.mark.parametrize(("env", "message"), [
     ({"CXLOOP_DASK_WORKERS": "two"}, "CXLOOP_DASK_WORKERS='two'"),
     ({"CXLOOP_DASK_WORKERS": "2", "CXLOOP_DASK_ADDRESS": "tcp://127.0.0.1:1"}, "not both"),
+    ({"CXLOOP_SEGMENTER": "hanlp"}, "CXLOOP_SEGMENTER='hanlp' is not a segmentation engine"),
     ({"CXLOOP_DB_MEMORY": "lots"}, "CXLOOP_DB_MEMORY='lots' is not a memory size"),
 ])
 def test_a_bad_engine_setting(setup: tuple[Path, Path, dict], monkeypatch: pytest.MonkeyPatch, env: dict,

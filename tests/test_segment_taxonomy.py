@@ -2,28 +2,63 @@ from pathlib import Path
 
 import pytest
 
+from models.predict import analysis_version
 from nlp import TaxonomyError, corpus_keywords, default_segmenter, default_taxonomy, keywords, load_taxonomy
-from nlp.segment import Segmenter
+from nlp.segment import ENGINES, Segmenter, SegmenterError, segmenter_engine
 
 REQUIRED = {"logistics", "product_quality", "customer_service", "after_sales", "price_fees", "packaging",
             "authenticity", "digital_experience", "wait_time", "environment", "food_taste", "marketing_sales",
             "security_privacy", "policy_process"}
 
 
-def test_user_dictionary_keeps_cx_terms_whole() -> None:
-    words = default_segmenter().cut("手机银行更新后一直闪退，转人工也要排队")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_user_dictionary_keeps_cx_terms_whole(engine: str) -> None:
+    words = Segmenter(engine=engine).cut("手机银行更新后一直闪退，转人工也要排队")
     for term in ("手机银行", "闪退", "转人工", "排队"):
         assert term in words
 
 
-def test_placeholders_survive_segmentation() -> None:
-    assert "<PHONE>" in default_segmenter().cut("请回电<PHONE>谢谢")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_placeholders_survive_segmentation(engine: str) -> None:
+    assert "<PHONE>" in Segmenter(engine=engine).cut("请回电<PHONE>谢谢")
 
 
-def test_extra_dictionary(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_extra_dictionary(tmp_path: Path, engine: str) -> None:
     d = tmp_path / "dict.txt"
     d.write_text("星河优享卡 100 n\n", encoding="utf-8")
-    assert "星河优享卡" in Segmenter(extra_dicts=[d]).cut("我办了星河优享卡")
+    assert "星河优享卡" in Segmenter(extra_dicts=[d], engine=engine).cut("我办了星河优享卡")
+
+
+AGREEMENT_TEXTS = [
+    "等了一个半小时饭才到。真的会谢。",
+    "快递员态度很差，包装也破了，申请退货三天没人处理",
+    "信用卡年费说好免除结果还是扣了，打客服电话排队四十分钟",
+    "手机银行App更新后一直闪退，转账失败了好几次",
+    "这家店的菜味道不错，环境也干净，就是上菜有点慢",
+    "宽带老是掉线，维修师傅约了两次都没来，我要投诉到工信部",
+    "航班延误五个小时，没有任何补偿，地勤人员爱答不理",
+    "客服小姐姐很耐心，帮我把问题解决了，点赞 <PHONE>",
+]
+
+
+def test_rjieba_cuts_cx_texts_as_jieba_does() -> None:
+    """The faster engine is only an option if it agrees with the reference on ordinary feedback."""
+    ref, fast = Segmenter(engine="jieba"), Segmenter(engine="rjieba")
+    for text in AGREEMENT_TEXTS:
+        assert fast.cut(text) == ref.cut(text), text
+
+
+def test_segmenter_engine_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CXLOOP_SEGMENTER", "rjieba")
+    assert segmenter_engine() == "rjieba" and default_segmenter().engine == "rjieba"
+    assert analysis_version("s", "t", default_taxonomy()).endswith("+seg-rjieba")
+    monkeypatch.setenv("CXLOOP_SEGMENTER", "hanlp")
+    with pytest.raises(SegmenterError, match="CXLOOP_SEGMENTER='hanlp'"):
+        segmenter_engine()
+    monkeypatch.delenv("CXLOOP_SEGMENTER")
+    assert default_segmenter().engine == "jieba"
+    assert "+seg-" not in analysis_version("s", "t", default_taxonomy())
 
 
 def test_keywords_drop_stopwords_and_rank_content_words() -> None:
