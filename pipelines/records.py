@@ -226,6 +226,20 @@ def prepare_file(src: SourceFile, source: str, columns: ColumnMap, *, run_id: st
     flagged: dict[str, int] = {}
     reasons: dict[str, int] = {}
 
+    short: dict[object, str | None] = {}   # channel, product: a handful of values on thousands of rows
+
+    def category(value: object) -> str | None:
+        """A low-cardinality field as stored (normalised, redacted), worked out once per value."""
+        if type(value) not in (str, int, float):   # None, lists, dicts: not worth keeping (or unhashable)
+            return _redacted(_clean_str(value))
+        if value not in short:
+            if len(short) >= 10_000:
+                short.clear()
+            short[value] = _redacted(_clean_str(value))
+        return short[value]
+
+    source_stored = _redacted(source)
+
     def quarantine(row: RawRow, reason: str) -> None:
         kind = reason.split(":")[0]
         reasons[kind] = reasons.get(kind, 0) + 1
@@ -283,10 +297,10 @@ def prepare_file(src: SourceFile, source: str, columns: ColumnMap, *, run_id: st
         extra = {k: v for k, v in row.fields.items() if k not in mapping.values()}
         fb_rows.append({
             # the id is hashed from the original values; what is stored is redacted
-            "feedback_id": fid, "source": _redacted(source), "source_id": _redacted(sid), "created_at": created,
-            "channel": _redacted((_clean_str(get(mapping["channel"])) if "channel" in mapping else None)
-                                 or channel_default),
-            "product": _redacted(_clean_str(get(mapping["product"])) if "product" in mapping else None),
+            "feedback_id": fid, "source": source_stored, "source_id": _redacted(sid), "created_at": created,
+            "channel": (category(get(mapping["channel"])) if "channel" in mapping else None)
+                       or _redacted(channel_default),
+            "product": category(get(mapping["product"])) if "product" in mapping else None,
             "customer_key": pseudonymise(cust, salt) if cust else None,
             "rating": rating, "nps": nps, "text": red.text, "text_key": key,
             "pii_found": json.dumps(red.found) if red.found else None, "flags": flags,
