@@ -33,7 +33,7 @@ from models.predict import Analyzer, current_analysis_version
 from pipelines import progress
 from pipelines.config import Settings, worker_count
 from pipelines.distributed import ClusterSettings, cluster_settings, staging_root, task_runner
-from pipelines.runs import logger, recorded_run
+from pipelines.runs import input_state, logger, recorded_run, unchanged_result
 from pipelines.warehouse import Warehouse
 
 BATCH_ROWS = 20_000      # rows per write transaction
@@ -238,6 +238,17 @@ def enrich_flow(db: str | None = None, home: str | None = None, model: str | Non
     wh = Warehouse(settings.db_path)
     sync_topics(wh, settings)
     with recorded_run(wh, "enrich", {"model": model}) as run:
-        run.counts = _enrich(settings, model, run.run_id, cluster)
+        version = current_analysis_version(settings.models_dir, model, settings.load_taxonomy())
+        before = input_state(wh, model_version=version)
+        if unchanged_result(wh, "enrich", before) is not None:
+            # nothing stored or scored since the last run, which left nothing pending: no join over the table
+            run.counts = {"scored": 0, "model_version": version, "inputs": before, "unchanged": True}
+            logger().info("enrich: no feedback stored or scored since the last run; nothing to score")
+            return {k: v for k, v in run.counts.items() if k != "inputs"}
+        counts = _enrich(settings, model, run.run_id, cluster)
+        after = input_state(wh, model_version=counts["model_version"])
+        # the state after this run means "nothing pending" only if no feedback arrived while it scored
+        same_feedback = (after["feedback"], after["ingested"]) == (before["feedback"], before["ingested"])
+        run.counts = {**counts, "inputs": after if same_feedback else None, "unchanged": False}
     logger().info("enrich: %(scored)d rows scored with %(model_version)s", run.counts)
-    return run.counts
+    return {k: v for k, v in run.counts.items() if k != "inputs"}   # the state is for the next run, in `runs`

@@ -47,7 +47,7 @@ def test_a_two_worker_cluster_stores_the_local_runs_rows(tmp_path: Path, home: P
     monkeypatch.setenv("CXLOOP_PARTITION_ROWS", "300")  # several partitions, both workers busy
     monkeypatch.setenv("CXLOOP_STAGING", str(staging))
     two = enrich_flow(db=str(cluster), home=str(home), model="baseline")
-    assert two == one and one["scored"] > 800
+    assert two == {**one, "unchanged": False} and one["scored"] > 800
     rows = nlp_rows(local)
     assert len(rows) == one["scored"] and rows == nlp_rows(cluster)
     assert not enrich._PARTITION_ANALYZERS  # scored in the cluster's worker processes, not in this one
@@ -61,4 +61,4 @@ def test_a_two_worker_cluster_stores_the_local_runs_rows(tmp_path: Path, home: P
     assert runs == 1 and status == [("completed",)]
 
     again = enrich_flow(db=str(cluster), home=str(home), model="baseline")  # nothing new: no cluster work
-    assert again == {"scored": 0, "model_version": one["model_version"]}
+    assert again == {"scored": 0, "model_version": one["model_version"], "unchanged": True}

@@ -122,8 +122,39 @@ def test_unchanged_inputs_keep_the_ranking_and_new_feedback_recomputes_it(first_
     f.write_text("id,created_at,channel,text\n"
                  f"LATE-1,{newest:%Y-%m-%d %H:%M:%S},app_review,快递一个星期都没到，物流太慢了，客服也不回复\n",
                  encoding="utf-8")
+    assert enrich_flow(**common)["unchanged"] is True   # nothing new: no join over the whole table
     ingest_flow(paths=[str(f)], source="late", **common)
-    enrich_flow(**common)
+    scored = enrich_flow(**common)
+    assert scored["unchanged"] is False and scored["scored"] == 1
     after = pain_points_flow(**common)
     assert after["unchanged"] is False and wh.query(cube) != rows
     assert suggest_topics_flow(**common)["unchanged"] is False
+
+
+def test_feedback_stored_while_enrich_scores_is_scored_by_the_next_run(first_run: tuple[Path, dict], tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipelines.enrich as enrich_mod
+    from pipelines.ingest import ingest_flow
+
+    db, _ = first_run
+    common = {"db": str(db), "home": str(db.parent)}
+    files = []
+    for n in range(2):
+        files.append(tmp_path / f"during-{n}.csv")
+        files[-1].write_text(f"id,created_at,channel,text\nDURING-{n},2026-09-01 10:00:00,app_review,"
+                             f"第{n}次反馈：退款申请提交一周了还没有到账\n", encoding="utf-8")
+    real = enrich_mod._enrich
+
+    def scoring_while_a_file_arrives(*args: object, **kwargs: object) -> dict:
+        out = real(*args, **kwargs)
+        ingest_flow(paths=[str(files[1])], source="during", **common)   # another process, as far as enrich knows
+        return out
+
+    ingest_flow(paths=[str(files[0])], source="during", **common)
+    monkeypatch.setattr(enrich_mod, "_enrich", scoring_while_a_file_arrives)
+    assert enrich_mod.enrich_flow(**common)["scored"] == 1
+    monkeypatch.setattr(enrich_mod, "_enrich", real)
+    late = enrich_mod.enrich_flow(**common)
+    assert late["unchanged"] is False and late["scored"] == 1
+    assert Warehouse(db).scalar("SELECT count(*) FROM feedback f ANTI JOIN feedback_nlp USING (feedback_id)") == 0
+    assert enrich_mod.enrich_flow(**common)["unchanged"] is True
