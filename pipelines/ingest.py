@@ -1,7 +1,9 @@
 """The ``ingest`` flow: pull files → validate → normalise → redact → dedupe → ``feedback``.
 
 Each file is one transaction: its feedback rows, its quarantined rows and its ``source_files``
-record land together or not at all. A file whose bytes were ingested before is skipped (the
+record land together or not at all. Its records are prepared ``records.CHUNK_ROWS`` at a time and
+staged as Parquet in a temporary folder first, so memory does not grow with the file and the
+warehouse is only held while the staged chunks load. A file whose bytes were ingested before is skipped (the
 watermark is the content hash), and a record seen before is ignored by its ``feedback_id``, so
 ingesting the same data twice adds nothing.
 
@@ -14,16 +16,18 @@ opened (locked past the timeout, or broken) stops the flow: no other file could 
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from prefect import flow, task
 from prefect.states import State
 
 from pipelines import progress
 from pipelines.config import Settings
-from pipelines.records import ColumnMap, prepare_file
+from pipelines.records import ColumnMap, prepare_chunks
 from pipelines.runs import logger, recorded_run
 from pipelines.sources import SourceError, file_digest, iter_files, peek_columns, read_file
 from pipelines.warehouse import Warehouse, WarehouseError
@@ -78,20 +82,36 @@ def ingest_file(wh: Warehouse, path: Path, *, source: str | None, columns: Colum
         if done:
             return FileResult(str(path), name, skipped=True)
     src = read_file(path)
-    prepared = prepare_file(src, name, columns, run_id=run_id, salt=salt, default_channel=channel)
     now = datetime.now()
-    with wh.transaction() as con:
-        stored = Warehouse.insert_arrow(con, "feedback", prepared.feedback, on_conflict="ignore")
-        Warehouse.insert_arrow(con, "quarantine", prepared.quarantine, on_conflict="ignore")
-        result = FileResult(str(path), name, read=len(src.rows), stored=stored,
-                            duplicates=prepared.duplicates + prepared.feedback.num_rows - stored,
-                            quarantined=prepared.quarantine.num_rows, reasons=prepared.reasons,
-                            flagged=prepared.flagged)
-        Warehouse.insert_row(con, "source_files", {
-            "sha256": src.sha256, "source": name, "path": str(path), "size_bytes": src.size_bytes,
-            "encoding": src.encoding, "rows_read": result.read, "rows_stored": result.stored,
-            "rows_duplicate": result.duplicates, "rows_quarantined": result.quarantined, "run_id": run_id,
-            "ingested_at": now}, on_conflict="ignore")
+    result = FileResult(str(path), name, read=len(src.rows))
+    with tempfile.TemporaryDirectory(prefix="cxloop-ingest-") as staged:
+        # prepared a chunk at a time and staged as Parquet, so memory stays flat however long the file,
+        # and the transaction only loads them (the warehouse is not held while records are prepared)
+        parts: list[tuple[Path, Path]] = []
+        for i, part in enumerate(prepare_chunks(src, name, columns, run_id=run_id, salt=salt,
+                                                default_channel=channel)):
+            parts.append((Path(staged) / f"feedback-{i}.parquet", Path(staged) / f"quarantine-{i}.parquet"))
+            pq.write_table(part.feedback, parts[-1][0])
+            pq.write_table(part.quarantine, parts[-1][1])
+            result.duplicates += part.duplicates
+            for total, counts in ((result.reasons, part.reasons), (result.flagged, part.flagged)):
+                for k, v in counts.items():
+                    total[k] = total.get(k, 0) + v
+        src.rows.clear()
+        with wh.transaction() as con:
+            for feedback_file, quarantine_file in parts:
+                feedback = pq.read_table(feedback_file)
+                stored = Warehouse.insert_arrow(con, "feedback", feedback, on_conflict="ignore")
+                result.stored += stored
+                result.duplicates += feedback.num_rows - stored   # stored before, from another file
+                quarantine = pq.read_table(quarantine_file)
+                Warehouse.insert_arrow(con, "quarantine", quarantine, on_conflict="ignore")
+                result.quarantined += quarantine.num_rows
+            Warehouse.insert_row(con, "source_files", {
+                "sha256": src.sha256, "source": name, "path": str(path), "size_bytes": src.size_bytes,
+                "encoding": src.encoding, "rows_read": result.read, "rows_stored": result.stored,
+                "rows_duplicate": result.duplicates, "rows_quarantined": result.quarantined, "run_id": run_id,
+                "ingested_at": now}, on_conflict="ignore")
     return result
 
 

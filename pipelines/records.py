@@ -1,6 +1,7 @@
 """From raw records to feedback rows: column mapping, validation, normalisation, redaction.
 
-``prepare_file`` turns a :class:`~pipelines.sources.SourceFile` into two Arrow tables: ``feedback``
+``prepare_file`` (or ``prepare_chunks``, a chunk of records at a time) turns a
+:class:`~pipelines.sources.SourceFile` into two Arrow tables: ``feedback``
 rows ready to store (text normalised and PII-redacted, customer id pseudonymised) and
 ``quarantine`` rows (reason + redacted payload). Every input record ends in exactly one of them,
 or is counted as a duplicate of a record in the same file.
@@ -12,6 +13,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -215,13 +217,33 @@ def safe_payload(row: RawRow) -> str:
 # -- the preparation ----------------------------------------------------------------------------
 def prepare_file(src: SourceFile, source: str, columns: ColumnMap, *, run_id: str, salt: bytes,
                  default_channel: str | None = None, now: datetime | None = None) -> Prepared:
-    """Validate, normalise, redact and key every record of one file."""
+    """Validate, normalise, redact and key every record of one file, as one :class:`Prepared`."""
+    parts = list(prepare_chunks(src, source, columns, run_id=run_id, salt=salt, default_channel=default_channel,
+                                now=now))
+    total: dict[str, dict[str, int]] = {"flagged": {}, "reasons": {}}
+    for part in parts:
+        for name, counts in total.items():
+            for k, v in getattr(part, name).items():
+                counts[k] = counts.get(k, 0) + v
+    return Prepared(pa.concat_tables([p.feedback for p in parts]) if parts else FEEDBACK_SCHEMA.empty_table(),
+                    pa.concat_tables([p.quarantine for p in parts]) if parts else QUARANTINE_SCHEMA.empty_table(),
+                    sum(p.duplicates for p in parts), total["flagged"], total["reasons"])
+
+
+CHUNK_ROWS = 50_000   # records prepared (and stored, by ingest) at a time: memory stays flat however long the file
+
+
+def prepare_chunks(src: SourceFile, source: str, columns: ColumnMap, *, run_id: str, salt: bytes,
+                   default_channel: str | None = None, now: datetime | None = None,
+                   chunk_rows: int = CHUNK_ROWS) -> Iterator[Prepared]:
+    """:func:`prepare_file` ``chunk_rows`` records at a time (duplicates are still found across the
+    whole file); each :class:`Prepared` counts its own records only."""
     now = now or datetime.now()
     mapping = columns.resolve(src)
     channel_default = default_channel or "unknown"
     fb_rows: list[dict] = []
     q_rows: list[dict] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, int] = {}   # id → hash of its text key (not the text: a long file's ids stay small)
     duplicates = 0
     flagged: dict[str, int] = {}
     reasons: dict[str, int] = {}
@@ -247,7 +269,18 @@ def prepare_file(src: SourceFile, source: str, columns: ColumnMap, *, run_id: st
                        "locator": row.locator, "reason": reason, "payload": safe_payload(row),
                        "run_id": run_id, "quarantined_at": now})
 
-    for row in src.rows:
+    def chunk() -> Prepared:
+        nonlocal duplicates, flagged, reasons
+        out = Prepared(pa.Table.from_pylist(fb_rows, schema=FEEDBACK_SCHEMA),
+                       pa.Table.from_pylist(q_rows, schema=QUARANTINE_SCHEMA), duplicates, flagged, reasons)
+        fb_rows.clear()
+        q_rows.clear()
+        duplicates, flagged, reasons = 0, {}, {}
+        return out
+
+    for n, row in enumerate(src.rows, start=1):
+        if n % chunk_rows == 0:
+            yield chunk()
         if row.error or row.fields is None:
             quarantine(row, row.error or "unreadable record")
             continue
@@ -285,12 +318,12 @@ def prepare_file(src: SourceFile, source: str, columns: ColumnMap, *, run_id: st
         key = dedup_key(red.text, normalized=True)
         fid = feedback_id(source, sid, key)
         if fid in seen:
-            if seen[fid] == key:
+            if seen[fid] == hash(key):
                 duplicates += 1
             else:
                 quarantine(row, f"duplicate id {_redacted(sid)!r} with a different text")
             continue
-        seen[fid] = key
+        seen[fid] = hash(key)
         cust = _clean_str(get(mapping["customer_id"])) if "customer_id" in mapping else None
         for f in flags:
             flagged[f] = flagged.get(f, 0) + 1
@@ -306,8 +339,7 @@ def prepare_file(src: SourceFile, source: str, columns: ColumnMap, *, run_id: st
             "pii_found": json.dumps(red.found) if red.found else None, "flags": flags,
             "meta": _meta_json(extra), "ingested_at": now, "run_id": run_id,
         })
-    return Prepared(pa.Table.from_pylist(fb_rows, schema=FEEDBACK_SCHEMA),
-                    pa.Table.from_pylist(q_rows, schema=QUARANTINE_SCHEMA), duplicates, flagged, reasons)
+    yield chunk()
 
 
 def _meta_json(extra: dict[str, object]) -> str | None:

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 from fixtures.bad_input import Case, make_corpus
 from fixtures.warehouse_checks import scan_pii
@@ -21,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nlp import redact
-from pipelines.records import ColumnMap, prepare_file
+from pipelines.records import ColumnMap, prepare_chunks, prepare_file
 from pipelines.sources import SourceError, read_file
 
 NOW = datetime(2026, 11, 1, 12)
@@ -56,6 +57,20 @@ def test_every_record_of_every_file_is_accounted_for(corpus: tuple[Path, list[Ca
         got = (len(src.rows), p.feedback.num_rows, p.quarantine.num_rows, p.duplicates)
         assert got == (case.records, case.stored, case.quarantined, case.duplicates), case
         assert all(p.quarantine.column("reason").to_pylist()), case  # every quarantined row says why
+
+
+def test_records_prepared_in_small_chunks_are_the_records_prepared_at_once(corpus: tuple[Path, list[Case]]) -> None:
+    """Ingest prepares a file a chunk at a time; duplicates are still found across chunks."""
+    folder, cases = corpus
+    for case in cases:
+        if case.fails:
+            continue
+        src, whole = _prepare(folder / case.path, case.source)
+        parts = list(prepare_chunks(src, case.source, ColumnMap(), run_id="r", salt=b"s", now=NOW, chunk_rows=3))
+        assert len(parts) == len(src.rows) // 3 + 1, case
+        assert pa.concat_tables([p.feedback for p in parts]).equals(whole.feedback), case
+        assert pa.concat_tables([p.quarantine for p in parts]).equals(whole.quarantine), case
+        assert sum(p.duplicates for p in parts) == whole.duplicates, case
 
 
 def test_what_becomes_of_the_tricky_records(corpus: tuple[Path, list[Case]]) -> None:
