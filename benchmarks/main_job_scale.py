@@ -47,8 +47,10 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """(seconds, peak MiB of the process tree, exit status) of ``cmd``."""
+def run_measured(cmd: list[str], env: dict[str, str],
+                 samples: list[tuple[float, int]] | None = None) -> tuple[float, float, int]:
+    """(seconds, peak MiB of the process tree, exit status) of ``cmd``; ``samples`` receives
+    (epoch seconds, KiB) every 100 ms."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = 0
@@ -57,7 +59,10 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int
     def sample() -> None:
         nonlocal peak
         while not done.wait(0.1):
-            peak = max(peak, sum(_rss_kib(p) for p in _tree(proc.pid)))
+            kib = sum(_rss_kib(p) for p in _tree(proc.pid))
+            peak = max(peak, kib)
+            if samples is not None:
+                samples.append((time.time(), kib))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -70,16 +75,35 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int
     return seconds, peak / 1024, proc.returncode
 
 
-def flow_seconds(db: Path) -> dict[str, float]:
+def finished_runs(db: Path) -> list[tuple[str, float, float]]:
+    """(flow, start, finish) of every finished run in the warehouse's ``runs`` table, as epoch seconds."""
     import duckdb
 
     con = duckdb.connect(str(db), read_only=True)
     try:
-        rows = con.execute("SELECT flow, sum(epoch(finished_at) - epoch(started_at)) FROM runs "
-                           "WHERE finished_at IS NOT NULL GROUP BY flow").fetchall()
+        rows = con.execute("SELECT flow, epoch(started_at), epoch(finished_at) FROM runs "
+                           "WHERE finished_at IS NOT NULL").fetchall()
     finally:
         con.close()
-    return {f: round(s, 2) for f, s in rows}
+    offset = time.timezone if time.localtime().tm_isdst == 0 else time.altzone  # runs stores local time
+    return [(flow, start + offset, end + offset) for flow, start, end in rows]
+
+
+def flow_peaks(db: Path, samples: list[tuple[float, int]]) -> dict[str, int]:
+    """Peak MiB of the process tree while each flow ran (its ``runs`` row's start to finish)."""
+    peaks: dict[str, int] = {}
+    for flow, start, end in finished_runs(db):
+        inside = [kib for t, kib in samples if start <= t <= end]
+        if inside:
+            peaks[flow] = max(peaks.get(flow, 0), round(max(inside) / 1024))
+    return peaks
+
+
+def flow_seconds(db: Path) -> dict[str, float]:
+    seconds: dict[str, float] = {}
+    for flow, start, end in finished_runs(db):
+        seconds[flow] = seconds.get(flow, 0.0) + end - start
+    return {f: round(s, 2) for f, s in seconds.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,20 +129,24 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers:
             env["CXLOOP_WORKERS"] = str(args.workers)
         cmd = [str(CXLOOP), "run", str(tmp / "reviews.csv"), "--model", "baseline"]
-        first = run_measured(cmd, env)
+        samples: list[tuple[float, int]] = []
+        first = run_measured(cmd, env, samples)
         flows = flow_seconds(home / "cx.duckdb")
+        peaks = flow_peaks(home / "cx.duckdb", samples)
         again = run_measured(cmd, env)
         flows_all = flow_seconds(home / "cx.duckdb")
         rerun_flows = {f: round(s - flows.get(f, 0.0), 2) for f, s in flows_all.items()}
         rerun_work = round(sum(rerun_flows.values()), 2)
         rec = {"rows": n, "seconds": round(first[0], 1), "per_second": round(n / first[0], 1),
-               "peak_rss_mib": round(first[1]), "flows_s": flows, "rerun_seconds": round(again[0], 1),
+               "peak_rss_mib": round(first[1]), "flows_s": flows, "flows_peak_mib": peaks,
+               "rerun_seconds": round(again[0], 1),
                "rerun_peak_rss_mib": round(again[1]), "rerun_flow_work_s": rerun_work,
                "rerun_flows_s": rerun_flows,
                "exit": [first[2], again[2]], "load1": round(os.getloadavg()[0], 2)}
         runs.append(rec)
         print(f"{n:>9,} rows: {first[0]:7.1f} s ({n / first[0]:,.0f} rows/s), peak {first[1]:,.0f} MiB; "
-              f"flows {flows}; re-run {again[0]:.1f} s wall, {rerun_work:.2f} s in flows {rerun_flows}, "
+              f"flows {flows}, peak MiB {peaks}; "
+              f"re-run {again[0]:.1f} s wall, {rerun_work:.2f} s in flows {rerun_flows}, "
               f"peak {again[1]:,.0f} MiB; load {rec['load1']}", flush=True)
         shutil.rmtree(tmp, ignore_errors=True)
         if first[2] or again[2]:
