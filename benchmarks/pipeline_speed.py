@@ -222,7 +222,7 @@ def child_components(csv_path: Path, anchor_rows: int, log: Callable[[str], None
 
     from models.parallel import AnalyzerPool
     from models.predict import Analyzer
-    from nlp.segment import _BLOCK_RE
+    from nlp.segment import _BLOCK_RE, default_segmenter
     from pipelines.config import worker_count
     from pipelines.enrich import CHUNK_ROWS, MIN_CHUNK_ROWS, _score_chunk, write_nlp
     from pipelines.warehouse import Warehouse
@@ -304,8 +304,9 @@ def child_components(csv_path: Path, anchor_rows: int, log: Callable[[str], None
     rec, tables = measure(peak, f"Analyzer (baseline), {workers} workers", n, lambda: analyze_with(workers), log=log,
                           workers=workers)
     stages.append(rec)
-    if fast is not None:
-        analyzer = dataclasses.replace(analyzer, segmenter=fast)
+    if fast is not None:  # every segmentation in the analysis (its clauses too) on rjieba, as the setting does
+        os.environ["CXLOOP_SEGMENTER"] = "rjieba"
+        analyzer = dataclasses.replace(analyzer, segmenter=default_segmenter())
         rec, _ = measure(peak, f"Analyzer (baseline, rjieba), {workers} workers", n, lambda: analyze_with(workers),
                          log=log, workers=workers)
         stages.append(rec)
