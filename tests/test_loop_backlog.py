@@ -190,5 +190,6 @@ def test_chunk_plan_packs_topics_and_splits_a_big_one_by_consecutive_periods() -
     counts = [("a", d[0], 3), ("b", d[0], 4), ("c", d[0], 5), ("c", d[1], 5), ("c", d[2], 5), ("c", d[3], 1)]
     assert chunk_plan(counts, limit=100) == [Chunk()]
     assert chunk_plan([], limit=100) == []
-    assert set(chunk_plan(counts, limit=10)) == {Chunk(("a", "b")), Chunk(("c",), d[0], d[1]), Chunk(("c",), d[2], d[3])}
+    assert set(chunk_plan(counts, limit=10)) == {Chunk(("a", "b")), Chunk(("c",), d[0], d[1]),
+                                                  Chunk(("c",), d[2], d[3])}
     assert set(chunk_plan([("a", d[0], 50), ("b", d[1], 1)], limit=10)) == {Chunk(("a",), d[0], d[0]), Chunk(("b",))}
