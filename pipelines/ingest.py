@@ -81,32 +81,30 @@ def ingest_file(wh: Warehouse, path: Path, *, source: str | None, columns: Colum
             done = con.execute("SELECT 1 FROM source_files WHERE sha256 = ?", [file_digest(path)[0]]).fetchone()
         if done:
             return FileResult(str(path), name, skipped=True)
-    src = read_file(path)
+    src = read_file(path)   # its records are read as they are prepared: a long file is never in memory whole
     now = datetime.now()
-    result = FileResult(str(path), name, read=len(src.rows))
+    result = FileResult(str(path), name)
     with tempfile.TemporaryDirectory(prefix="cxloop-ingest-") as staged:
         # prepared a chunk at a time and staged as Parquet, so memory stays flat however long the file,
         # and the transaction only loads them (the warehouse is not held while records are prepared)
         parts: list[tuple[Path, Path]] = []
+        staged_rows = 0
         for i, part in enumerate(prepare_chunks(src, name, columns, run_id=run_id, salt=salt,
                                                 default_channel=channel)):
-            parts.append((Path(staged) / f"feedback-{i}.parquet", Path(staged) / f"quarantine-{i}.parquet"))
+            parts.append((Path(staged) / f"feedback-{i:05d}.parquet", Path(staged) / f"quarantine-{i:05d}.parquet"))
             pq.write_table(part.feedback, parts[-1][0])
             pq.write_table(part.quarantine, parts[-1][1])
+            result.read += part.read
             result.duplicates += part.duplicates
+            result.quarantined += part.quarantine.num_rows
+            staged_rows += part.feedback.num_rows
             for total, counts in ((result.reasons, part.reasons), (result.flagged, part.flagged)):
                 for k, v in counts.items():
                     total[k] = total.get(k, 0) + v
-        src.rows.clear()
-        with wh.transaction() as con:
-            for feedback_file, quarantine_file in parts:
-                feedback = pq.read_table(feedback_file)
-                stored = Warehouse.insert_arrow(con, "feedback", feedback, on_conflict="ignore")
-                result.stored += stored
-                result.duplicates += feedback.num_rows - stored   # stored before, from another file
-                quarantine = pq.read_table(quarantine_file)
-                Warehouse.insert_arrow(con, "quarantine", quarantine, on_conflict="ignore")
-                result.quarantined += quarantine.num_rows
+        with wh.transaction() as con:  # every staged chunk in one statement per table
+            result.stored = Warehouse.insert_parquet(con, "feedback", [f for f, _ in parts], on_conflict="ignore")
+            result.duplicates += staged_rows - result.stored   # stored before, from another file
+            Warehouse.insert_parquet(con, "quarantine", [q for _, q in parts], on_conflict="ignore")
             Warehouse.insert_row(con, "source_files", {
                 "sha256": src.sha256, "source": name, "path": str(path), "size_bytes": src.size_bytes,
                 "encoding": src.encoding, "rows_read": result.read, "rows_stored": result.stored,

@@ -34,8 +34,10 @@ def predict_file(input_path: Path, output_path: Path, settings: Settings, model:
     src = read_file(input_path)
     text_field = ColumnMap(text=text_col).resolve(src)["text"]
     analyzer = Analyzer.load(model, settings.models_dir, settings.load_taxonomy(), settings.cache_dir)
-    rows = [r.fields for r in src.rows if r.fields is not None]
-    skipped = len(src.rows) - len(rows)
+    records = list(src.rows)
+    rows = [r.fields for r in records if r.fields is not None]
+    skipped = len(records) - len(rows)
+    del records
     rep = progress.reporter()
     rep.start("predict", len(rows))
     out_cols: dict[str, list] = {"sentiment": [], "sentiment_score": [], "topics": [], "topic_sentiments": [],

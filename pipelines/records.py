@@ -106,6 +106,7 @@ class Prepared:
     duplicates: int
     flagged: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
+    read: int = 0                 # the records read (each is stored, quarantined or a duplicate)
 
 
 # -- field parsers ------------------------------------------------------------------------------
@@ -227,7 +228,7 @@ def prepare_file(src: SourceFile, source: str, columns: ColumnMap, *, run_id: st
                 counts[k] = counts.get(k, 0) + v
     return Prepared(pa.concat_tables([p.feedback for p in parts]) if parts else FEEDBACK_SCHEMA.empty_table(),
                     pa.concat_tables([p.quarantine for p in parts]) if parts else QUARANTINE_SCHEMA.empty_table(),
-                    sum(p.duplicates for p in parts), total["flagged"], total["reasons"])
+                    sum(p.duplicates for p in parts), total["flagged"], total["reasons"], sum(p.read for p in parts))
 
 
 CHUNK_ROWS = 50_000   # records prepared (and stored, by ingest) at a time: memory stays flat however long the file
@@ -269,18 +270,21 @@ def prepare_chunks(src: SourceFile, source: str, columns: ColumnMap, *, run_id: 
                        "locator": row.locator, "reason": reason, "payload": safe_payload(row),
                        "run_id": run_id, "quarantined_at": now})
 
+    read = 0
+
     def chunk() -> Prepared:
-        nonlocal duplicates, flagged, reasons
+        nonlocal duplicates, flagged, reasons, read
         out = Prepared(pa.Table.from_pylist(fb_rows, schema=FEEDBACK_SCHEMA),
-                       pa.Table.from_pylist(q_rows, schema=QUARANTINE_SCHEMA), duplicates, flagged, reasons)
+                       pa.Table.from_pylist(q_rows, schema=QUARANTINE_SCHEMA), duplicates, flagged, reasons, read)
         fb_rows.clear()
         q_rows.clear()
-        duplicates, flagged, reasons = 0, {}, {}
+        duplicates, flagged, reasons, read = 0, {}, {}, 0
         return out
 
-    for n, row in enumerate(src.rows, start=1):
-        if n % chunk_rows == 0:
+    for row in src.rows:
+        if read == chunk_rows:
             yield chunk()
+        read += 1
         if row.error or row.fields is None:
             quarantine(row, row.error or "unreadable record")
             continue

@@ -14,11 +14,11 @@ import contextlib
 import csv
 import hashlib
 import io
-import itertools
 import json
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +54,7 @@ class SourceFile:
     size_bytes: int
     encoding: str | None
     columns: list[str]
-    rows: list[RawRow] = field(default_factory=list)
+    rows: Iterable[RawRow] = field(default_factory=list)   # Records when read from a file: iterate, don't index
 
     @property
     def name(self) -> str:
@@ -131,13 +131,21 @@ def detect_encoding(data: bytes) -> str:
         return "utf-8"
     except UnicodeDecodeError:
         pass
-    sample = data[:1 << 18]
+    return _by_common_chars(data[:1 << 18]) or _by_decodable_lines(data.splitlines())
+
+
+def _by_common_chars(sample: bytes) -> str | None:
+    """The encoding under which ``sample`` yields the most frequent Chinese characters (ties: UTF-8,
+    then GB18030); None when none yields any."""
     counts = {enc: _common_count(sample.decode(enc, errors="replace")) for enc in ("utf-8", "gb18030", "cp950")}
-    best = max(counts, key=lambda enc: counts[enc])  # ties: the first (utf-8, then gb18030)
-    if counts[best] > 0:
-        return best
+    best = max(counts, key=lambda enc: counts[enc])
+    return best if counts[best] > 0 else None
+
+
+def _by_decodable_lines(lines: Iterable[bytes]) -> str:
+    """UTF-8 or GB18030, whichever more non-ASCII lines decode in."""
     score = {"utf-8": 0, "gb18030": 0}
-    for line in data.splitlines():
+    for line in lines:
         if line.isascii():
             continue
         for enc in score:
@@ -183,9 +191,48 @@ def _decode(path: Path, data: bytes) -> tuple[str, str]:
         raise SourceError(f"{path}: cannot decode as {enc}: {e}") from None
 
 
+def detect_file_encoding(path: Path) -> str:
+    """:func:`detect_encoding` for a file, read a megabyte at a time: a long UTF-8 file is checked
+    without holding it in memory."""
+    with path.open("rb") as f:
+        head = f.read(1 << 18)
+        if head.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return detect_encoding(head)
+        check = codecs.getincrementaldecoder("utf-8")()
+        try:
+            check.decode(head)
+            for block in iter(lambda: f.read(1 << 20), b""):
+                check.decode(block)
+            check.decode(b"", final=True)
+            return "utf-8"
+        except UnicodeDecodeError:
+            pass
+    return _by_common_chars(head) or detect_encoding(path.read_bytes())
+
+
 # -- readers ------------------------------------------------------------------------------------
+class Records:
+    """The records of one file, read from disk again each time they are iterated: a file of a
+    million rows is never held in memory. A reading error part way names the file
+    (:class:`SourceError`)."""
+
+    def __init__(self, path: Path, read: Callable[[], Iterator[RawRow]]) -> None:
+        self._path = path
+        self._read = read
+
+    def __iter__(self) -> Iterator[RawRow]:
+        try:
+            yield from self._read()
+        except SourceError:
+            raise
+        except Exception as e:  # a library error on a damaged file: name the file, keep it one line
+            raise SourceError(f"{self._path}: cannot read {self._path.suffix[1:]} file: "
+                              f"{type(e).__name__}: {' '.join(str(e).split())}") from None
+
+
 def read_file(path: str | Path) -> SourceFile:
-    """Read one supported file into a :class:`SourceFile`."""
+    """Open one supported file as a :class:`SourceFile`: its columns are read now, its records
+    (``rows``) as they are iterated."""
     p = Path(path)
     if not p.is_file():
         raise SourceError(f"{p}: no such file")
@@ -193,13 +240,17 @@ def read_file(path: str | Path) -> SourceFile:
     suffix = p.suffix.lower()
     try:
         if suffix in CSV_SUFFIXES:
-            return _read_csv(p, sha, size, delimiter="\t" if suffix == ".tsv" else ",")
+            enc = detect_file_encoding(p)
+            delimiter = "\t" if suffix == ".tsv" else ","
+            return _opened(p, sha, size, enc, lambda: _csv_records(p, enc, delimiter))
         if suffix in JSONL_SUFFIXES:
-            return _read_jsonl(p, sha, size)
+            enc = detect_file_encoding(p)
+            return _opened(p, sha, size, enc, lambda: _jsonl_records(p, enc))
         if suffix in PARQUET_SUFFIXES:
-            return _read_parquet(p, sha, size)
+            names = pq.ParquetFile(p).schema_arrow.names
+            return SourceFile(p, sha, size, None, names, Records(p, lambda: _parquet_records(p)))
         if suffix in EXCEL_SUFFIXES:
-            return _read_excel(p, sha, size)
+            return _opened(p, sha, size, None, lambda: _excel_records(p))
     except SourceError:
         raise
     except Exception as e:  # a library error on a damaged file: name the file, keep it one line
@@ -207,116 +258,123 @@ def read_file(path: str | Path) -> SourceFile:
     raise SourceError(f"{p}: unsupported file type {suffix or '(none)'}")
 
 
+def _opened(path: Path, sha: str, size: int, encoding: str | None,
+            read: Callable[[], Iterator[RawRow | list[str]]]) -> SourceFile:
+    """A SourceFile whose reader yields the column names (a list) among its records. The first
+    pass reads up to them (a CSV or Excel header), or through the file (JSONL, whose columns are
+    every key any line has)."""
+    columns: dict[str, None] = {}
+    whole = path.suffix.lower() in JSONL_SUFFIXES
+    for item in Records(path, read):
+        if isinstance(item, list):
+            columns.update(dict.fromkeys(item))
+            if not whole:
+                break
+    records = Records(path, lambda: (r for r in read() if isinstance(r, RawRow)))
+    return SourceFile(path, sha, size, encoding, list(columns), records)
+
+
 _MAX_CSV_RESTARTS = 100
 
 
-def _read_csv(path: Path, sha: str, size: int, delimiter: str) -> SourceFile:
-    """Read a CSV/TSV file. The reader is strict about quotes: a quote that opens a field and never
-    closes properly would otherwise swallow the lines after it into one text (rows silently merged);
+def _csv_records(path: Path, enc: str, delimiter: str) -> Iterator[RawRow | list[str]]:
+    """A CSV/TSV file: its header (the first non-blank record, as a list), then one RawRow per
+    record. The reader is strict about quotes: a quote that opens a field and never closes
+    properly would otherwise swallow the lines after it into one text (rows silently merged);
     instead its line is quarantined as ``unbalanced quote`` and reading resumes on the next line."""
-    text, enc = _decode(path, path.read_bytes())
-    lines = io.StringIO(text, newline="").readlines()  # split exactly as the csv reader counts lines
-    del text  # the lines hold it now (memory: a big file is not kept twice)
-    src = SourceFile(path, sha, size, enc, [])
-    header: list[str] | None = None
-    first, restarts = 1, 0  # the line the current reader starts on
-    while first <= len(lines):
-        # fed line by line (not one joined copy of the rest of the file): the same records, half the memory
-        reader = csv.reader(itertools.islice(lines, first - 1, None), delimiter=delimiter, strict=True)
-        start, resume = first, None
+    with path.open(encoding=enc, errors="cxloop-undecodable", newline="") as f:
+        again: deque[str] = deque()   # lines to read once more (after an unbalanced quote) before the file's next
+        taken: list[str] = []         # the lines of the record being read
+        last = 0                      # the number of the last line handed out
+
+        def lines() -> Iterator[str]:
+            nonlocal last
+            while True:
+                line = again.popleft() if again else f.readline()
+                if not line:
+                    return
+                last += 1
+                taken.append(line)
+                yield line
+
+        header: list[str] | None = None
+        restarts = 0
         while True:
-            try:
-                record = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                end = first - 1 + reader.line_num
-                if end > start:  # the bad record ran over several lines: a quote that never closed
-                    src.rows.append(RawRow(f"{path.name}:{start}", None, f"malformed CSV line: unbalanced quote ({e})",
-                                           lines[start - 1]))
-                    resume = start + 1
+            reader = csv.reader(lines(), delimiter=delimiter, strict=True)
+            resume = False
+            while True:
+                start = last + 1
+                taken.clear()
+                try:
+                    record = next(reader)
+                except StopIteration:
                     break
-                src.rows.append(RawRow(f"{path.name}:{start}", None, f"malformed CSV line: {e}", lines[start - 1]))
-                start = end + 1
-                continue
-            end = first - 1 + reader.line_num
-            raw = "".join(lines[start - 1:end])
-            locator = f"{path.name}:{start}"
-            start = end + 1
-            if header is None:
-                if not any(c.strip() for c in record):
+                except csv.Error as e:
+                    locator, bad = f"{path.name}:{start}", taken[0] if taken else ""
+                    if last > start:  # the bad record ran over several lines: a quote that never closed
+                        yield RawRow(locator, None, f"malformed CSV line: unbalanced quote ({e})", bad)
+                        again.extendleft(reversed(taken[1:]))
+                        last = start
+                        resume = True
+                        break
+                    yield RawRow(locator, None, f"malformed CSV line: {e}", bad)
                     continue
-                header = _header(record)
-                src.columns = header
+                if not any(c.strip() for c in record):
+                    continue  # a blank line is not a record
+                if header is None:
+                    header = _header(record)
+                    yield header
+                    continue
+                yield _csv_row(f"{path.name}:{start}", record, header, "".join(taken))
+            if not resume:
+                return
+            restarts += 1
+            if restarts > _MAX_CSV_RESTARTS:  # a file full of stray quotes: the rest line by line (linear)
+                break
+        for line in lines():  # one record per line from here
+            locator = f"{path.name}:{last}"
+            taken.clear()
+            try:
+                record = next(csv.reader([line], delimiter=delimiter, strict=True), [])
+            except csv.Error as e:
+                yield RawRow(locator, None, f"malformed CSV line: {e}", line)
                 continue
-            if not any(c.strip() for c in record):
-                continue  # a blank line is not a record
-            if len(record) != len(header):
-                src.rows.append(RawRow(locator, None,
-                                       f"malformed CSV line: expected {len(header)} fields, got {len(record)}", raw))
+            if header is not None and any(c.strip() for c in record):
+                yield _csv_row(locator, record, header, line)
+
+
+def _csv_row(locator: str, record: list[str], header: list[str], raw: str) -> RawRow:
+    if len(record) != len(header):
+        return RawRow(locator, None, f"malformed CSV line: expected {len(header)} fields, got {len(record)}", raw)
+    return RawRow(locator, dict(zip(header, record, strict=True)), None, raw)
+
+
+def _jsonl_records(path: Path, enc: str) -> Iterator[RawRow | list[str]]:
+    """One RawRow per non-blank line, each object's keys (a list) before it."""
+    with path.open(encoding=enc, errors="cxloop-undecodable", newline="") as f:
+        for n, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
                 continue
-            src.rows.append(RawRow(locator, dict(zip(header, record, strict=True)), None, raw))
-        if resume is None:
-            break
-        restarts += 1
-        if restarts > _MAX_CSV_RESTARTS:  # a file full of stray quotes: the rest line by line (linear)
-            if header is not None:
-                _csv_lines_one_by_one(src, path, lines, resume - 1, header, delimiter)
-            break
-        first = resume
-    return src
+            locator = f"{path.name}:{n}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield RawRow(locator, None, f"broken JSON line: {e.msg} at column {e.colno}", line)
+                continue
+            if not isinstance(obj, dict):
+                yield RawRow(locator, None, "JSON line is not an object", line)
+                continue
+            yield list(obj)
+            yield RawRow(locator, obj, None, line)
 
 
-def _csv_lines_one_by_one(src: SourceFile, path: Path, lines: list[str], after: int, header: list[str],
-                          delimiter: str) -> None:
-    """Rows for ``lines`` after line number ``after``, each line read as one record."""
-    for n in range(after + 1, len(lines) + 1):
-        line = lines[n - 1]
-        locator = f"{path.name}:{n}"
-        try:
-            record = next(csv.reader([line], delimiter=delimiter, strict=True), [])
-        except csv.Error as e:
-            src.rows.append(RawRow(locator, None, f"malformed CSV line: {e}", line))
-            continue
-        if not any(c.strip() for c in record):
-            continue
-        if len(record) != len(header):
-            src.rows.append(RawRow(locator, None,
-                                   f"malformed CSV line: expected {len(header)} fields, got {len(record)}", line))
-            continue
-        src.rows.append(RawRow(locator, dict(zip(header, record, strict=True)), None, line))
-
-
-def _read_jsonl(path: Path, sha: str, size: int) -> SourceFile:
-    text, enc = _decode(path, path.read_bytes())
-    src = SourceFile(path, sha, size, enc, [])
-    columns: dict[str, None] = {}
-    lines = text.splitlines()
-    del text
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        locator = f"{path.name}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            src.rows.append(RawRow(locator, None, f"broken JSON line: {e.msg} at column {e.colno}", line))
-            continue
-        if not isinstance(obj, dict):
-            src.rows.append(RawRow(locator, None, "JSON line is not an object", line))
-            continue
-        columns.update(dict.fromkeys(obj))
-        src.rows.append(RawRow(locator, obj, None, line))
-    src.columns = list(columns)
-    return src
-
-
-def _read_parquet(path: Path, sha: str, size: int) -> SourceFile:
-    table = pq.read_table(path)
-    src = SourceFile(path, sha, size, None, table.column_names)
-    for i, rec in enumerate(table.to_pylist(), start=1):
-        src.rows.append(RawRow(f"{path.name}:row {i}", rec, None, None))
-    return src
+def _parquet_records(path: Path) -> Iterator[RawRow]:
+    i = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+        for rec in batch.to_pylist():
+            i += 1
+            yield RawRow(f"{path.name}:row {i}", rec, None, None)
 
 
 def _excel_rows(path: Path) -> Iterator[tuple[int, list[str] | None, tuple]]:
@@ -356,14 +414,13 @@ def _excel_rows(path: Path) -> Iterator[tuple[int, list[str] | None, tuple]]:
         wb.close()
 
 
-def _read_excel(path: Path, sha: str, size: int) -> SourceFile:
-    src = SourceFile(path, sha, size, None, [])
+def _excel_records(path: Path) -> Iterator[RawRow | list[str]]:
+    """The first sheet: its header (a list), then one RawRow per non-empty row."""
     for i, header, values in _excel_rows(path):
         if not values:
-            src.columns = header or []
+            yield header or []
             continue
-        src.rows.append(RawRow(f"{path.name}:row {i}", dict(zip(header or [], values, strict=False)), None, None))
-    return src
+        yield RawRow(f"{path.name}:row {i}", dict(zip(header or [], values, strict=False)), None, None)
 
 
 def iter_files(paths: Iterable[str | Path]) -> list[Path]:

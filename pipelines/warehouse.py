@@ -25,7 +25,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipelines.config import LAKE_DATA_ENV, LAKE_PREFIX, OTHER_CATALOG_RE
 
@@ -400,25 +401,28 @@ class Warehouse:
         in DuckLake). Returns the number of rows inserted."""
         if data.num_rows == 0:
             return 0
-        cols = ", ".join(f'"{c}"' for c in data.column_names)
+        names = data.column_names
         if on_conflict == "ignore":
-            key = _key(table)
             data = data.append_column("_cx_row", pa.array(range(data.num_rows), pa.int64()))
-            source = (f"SELECT {cols} FROM _cx_batch b WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE "
-                      f"{_key_match(key, 't', 'b')}) QUALIFY row_number() OVER (PARTITION BY "
-                      f"{', '.join(f'b.{_q(k)}' for k in key)} ORDER BY b._cx_row) = 1")
-        elif on_conflict == "error":
-            _check_name(table)
-            source = f"SELECT {cols} FROM _cx_batch"
-        else:
-            raise ValueError(f"on_conflict must be 'error' or 'ignore', not {on_conflict!r}")
         con.register("_cx_batch", data)
-        try:  # DuckDB answers an INSERT with the number of rows it inserted
-            n = con.execute(f"INSERT INTO {table} ({cols}) {source}").fetchone()[0]
+        try:
+            return _insert(con, table, names, "_cx_batch", "_cx_row", on_conflict)
         finally:
             con.unregister("_cx_batch")
-        fault_point(f"inserted {table}")
-        return n
+
+    @staticmethod
+    def insert_parquet(con: duckdb.DuckDBPyConnection, table: str, files: Sequence[Path],
+                       on_conflict: str = "error") -> int:
+        """:meth:`insert_arrow` for the rows of Parquet files, in file order, in one statement: DuckDB
+        reads them as it inserts (a million staged rows load in one pass, with half the memory of
+        one statement per file)."""
+        if not files:
+            return 0
+        names = pq.read_schema(files[0]).names
+        listed = ", ".join(_sql_str(str(f)) for f in files)
+        source = (f"(SELECT *, list_position([{listed}], filename) AS _cx_file, file_row_number AS _cx_row "
+                  f"FROM read_parquet([{listed}], filename = true, file_row_number = true))")
+        return _insert(con, table, names, source, "_cx_file, _cx_row", on_conflict)
 
     @staticmethod
     def insert_row(con: duckdb.DuckDBPyConnection, table: str, row: Mapping[str, object],
@@ -452,6 +456,28 @@ class Warehouse:
     def upsert_row(con: duckdb.DuckDBPyConnection, table: str, row: Mapping[str, object]) -> int:
         """:meth:`upsert_arrow` for one row given as a mapping of column → value."""
         return Warehouse.upsert_arrow(con, table, pa.Table.from_pylist([dict(row)]))
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, names: Sequence[str], source: str, order: str,
+            on_conflict: str) -> int:
+    """``INSERT INTO table`` the columns ``names`` of ``source`` (a relation); with
+    ``on_conflict='ignore'``, ``order`` (columns of ``source``) says which of the rows that share a
+    key comes first."""
+    cols = ", ".join(_q(c) for c in names)
+    if on_conflict == "ignore":
+        key = _key(table)
+        sql = (f"SELECT {cols} FROM {source} b WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE "
+               f"{_key_match(key, 't', 'b')}) QUALIFY row_number() OVER (PARTITION BY "
+               f"{', '.join(f'b.{_q(k)}' for k in key)} ORDER BY {order}) = 1")
+    elif on_conflict == "error":
+        _check_name(table)
+        sql = f"SELECT {cols} FROM {source}"
+    else:
+        raise ValueError(f"on_conflict must be 'error' or 'ignore', not {on_conflict!r}")
+    # DuckDB answers an INSERT with the number of rows it inserted
+    n = con.execute(f"INSERT INTO {table} ({cols}) {sql}").fetchone()[0]
+    fault_point(f"inserted {table}")
+    return n
 
 
 def _check_name(table: str) -> None:
