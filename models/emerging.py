@@ -229,8 +229,8 @@ def _threads() -> int:
 def discover_topics(ids: Sequence[str], texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None,
                     options: EmergingOptions | None = None, **overrides: object) -> list[TopicCandidate]:
     """Cluster ``texts`` (already uncovered by the taxonomy, usually negative) into candidate topics,
-    largest first. ``tokens`` are their jieba tokens (segmented here when None); ``overrides`` set
-    fields of :class:`EmergingOptions` (e.g. ``min_size=5``).
+    largest first. ``tokens`` are their jieba tokens, or already their :func:`theme_words` (segmented
+    here when None); ``overrides`` set fields of :class:`EmergingOptions` (e.g. ``min_size=5``).
 
     Runs on one thread unless ``CXLOOP_THREADS`` says more: on a busy machine, OpenMP and BLAS
     threads that wait for each other made k-means ten times slower than one thread (100,000 texts
@@ -262,7 +262,7 @@ def _discover(ids: Sequence[str], texts: Sequence[str], tokens: Sequence[Sequenc
     try:
         x = TfidfVectorizer(analyzer=_identity, sublinear_tf=True, min_df=min_df, max_df=0.95,
                             max_features=opts.max_features, dtype=np.float32).fit_transform(
-            [_features(w) for w in words])
+            _features(w) for w in words)  # a generator: the features of 100,000s of texts are never all held
     except ValueError:  # no feature left (every word said once)
         return []
     has = np.asarray(x.getnnz(axis=1) > 0)

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 from prefect import flow, task
 
-from models.emerging import CANDIDATE_PREFIX, discover_topics
+from models.emerging import CANDIDATE_PREFIX, discover_topics, theme_words
 from nlp import Taxonomy, TaxonomyError, load_taxonomy
 from nlp.taxonomy import DEFAULT_TAXONOMY_PATH, JOURNEY_STAGES
 from pipelines.backlog import actor_name
@@ -47,6 +47,7 @@ DEFAULT_TEAM = "待分配"
 STATUSES = ("new", "accepted", "dismissed")
 SAME_THEME = 0.3  # Jaccard of the members above which a cluster is a stored candidate's theme
 KEY_RE = re.compile(r"[a-z][a-z0-9_]*")
+UNCOVERED_BATCH = 50_000
 
 UNCOVERED_SQL = """
 SELECT f.feedback_id, f.text, f.created_at, n.tokens
@@ -103,16 +104,33 @@ def suggest_topics(wh: Warehouse, settings: Settings, since_days: int | None = D
         log.info("suggest topics: no feedback, scores or topics changed since the last run; its candidates stand")
         return {**prior, "new": 0, "updated": prior["new"] + prior["updated"], "removed": 0, "unchanged": True}
     since = _window_start(wh, since_days)
-    rows = wh.query(UNCOVERED_SQL, [since or datetime(1, 1, 1)]).to_pylist()
     enriched_with = set(wh.query("SELECT topic FROM topics").column("topic").to_pylist())
     added = Taxonomy([t for t in tax if t.key not in enriched_with], tax.source)  # since the last enrich
-    uncovered = [r for r in rows if not added.match(r["text"])]
-    found = discover_topics([r["feedback_id"] for r in uncovered], [r["text"] for r in uncovered],
-                            [r["tokens"] or [] for r in uncovered], min_size=min_size)
-    when = {r["feedback_id"]: r["created_at"] for r in uncovered}
+    # read a batch at a time, keeping only each text's theme words (not its tokens): a million rows of
+    # feedback do not pass through Python memory at once
+    ids: list[str] = []
+    texts: list[str] = []
+    words: list[list[str]] = []
+    when: dict[str, datetime] = {}
+    read = 0
+    with wh.connect(read_only=True) as con:
+        batches = con.execute(UNCOVERED_SQL, [since or datetime(1, 1, 1)]).to_arrow_reader(UNCOVERED_BATCH)
+        for batch in batches:
+            cols = batch.to_pydict()
+            read += batch.num_rows
+            for fid, text, created, tokens in zip(cols["feedback_id"], cols["text"], cols["created_at"],
+                                                  cols["tokens"], strict=True):
+                if added.match(text):
+                    continue
+                ids.append(fid)
+                texts.append(text)
+                words.append(theme_words(tokens or []))
+                when[fid] = created
+    found = discover_topics(ids, texts, words, min_size=min_size)
+    del texts, words
     now = datetime.now()
-    counts = {"window_from": str(since) if since else None, "uncovered": len(uncovered),
-              "matched_since_enrich": len(rows) - len(uncovered), "candidates": len(found), "new": 0,
+    counts = {"window_from": str(since) if since else None, "uncovered": len(ids),
+              "matched_since_enrich": read - len(ids), "candidates": len(found), "new": 0,
               "updated": 0, "already_decided": 0, "removed": 0, "inputs": state, "unchanged": False}
     with wh.transaction() as con:
         existing = {cid: (status, set(ids)) for cid, status, ids in con.execute(
