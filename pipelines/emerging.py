@@ -37,6 +37,7 @@ from nlp import Taxonomy, TaxonomyError, load_taxonomy
 from nlp.taxonomy import DEFAULT_TAXONOMY_PATH, JOURNEY_STAGES
 from pipelines.backlog import actor_name
 from pipelines.config import Settings
+from pipelines.records import NEWEST_SQL
 from pipelines.runs import input_state, logger, recorded_run, unchanged_result
 from pipelines.warehouse import Warehouse, WarehouseError
 
@@ -84,8 +85,7 @@ def _window_start(wh: Warehouse, since_days: int | None) -> datetime | None:
     if not since_days or since_days <= 0:
         return None
     # rows whose time was missing or unreadable carry their ingest time: not the newest feedback
-    newest = wh.scalar("SELECT coalesce(max(created_at) FILTER (WHERE NOT list_has_any(coalesce(flags, []), "
-                       "['created_at_missing', 'created_at_invalid'])), max(created_at)) FROM feedback")
+    newest = wh.scalar(NEWEST_SQL)
     return newest - timedelta(days=since_days) if newest else None
 
 

@@ -42,6 +42,7 @@ from pipelines import alerts as alerts_mod
 from pipelines import backlog
 from pipelines.backlog import CHANNEL_NAMES, backlog_item_id  # noqa: F401 - re-exported (report, notebooks)
 from pipelines.config import LoopConfig, Settings
+from pipelines.records import dated_sql
 from pipelines.runs import input_state, logger, recorded_run, unchanged_result
 from pipelines.warehouse import Warehouse
 
@@ -69,13 +70,13 @@ WITH mentions AS (
     FROM feedback f JOIN feedback_nlp n USING (feedback_id)
     WHERE n.model_version = $model_version
       -- a row stamped with its ingest time (no usable customer time) belongs to no period
-      AND NOT list_has_any(coalesce(f.flags, []), ['created_at_missing', 'created_at_invalid'])
+      AND {dated}
 )
 -- a review that praises delivery and condemns quality counts as negative for product_quality only
 SELECT * EXCLUDE (ts, text_urgent), ts.topic AS topic, ts.sentiment AS sentiment,
        text_urgent AND ts.sentiment = 'neg' AS urgent
 FROM mentions
-"""
+""".replace("{dated}", dated_sql("f"))
 
 PAIN_POINTS_SQL = """
 WITH base AS (SELECT * FROM pp_base),

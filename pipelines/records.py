@@ -23,6 +23,19 @@ import pyarrow as pa
 from nlp import dedup_key, normalize_text, redact
 from pipelines.sources import RawRow, SourceError, SourceFile, has_undecodable, mark_undecodable
 
+UNDATED_FLAGS = ("created_at_missing", "created_at_invalid")   # created_at is the ingest time, not the customer's
+
+
+def dated_sql(alias: str = "") -> str:
+    """SQL condition: the ``feedback`` row (``alias.``) carries the customer's own time, not its
+    ingest time. Trends, windows and "the newest feedback" use these rows only."""
+    flags = ", ".join(f"'{f}'" for f in UNDATED_FLAGS)
+    return f"NOT list_has_any(coalesce({alias + '.' if alias else ''}flags, []), [{flags}])"
+
+
+# the newest customer time (the newest ingest time when no row has one)
+NEWEST_SQL = f"SELECT coalesce(max(created_at) FILTER (WHERE {dated_sql()}), max(created_at)) FROM feedback"
+
 MAX_TEXT_CHARS = 20_000
 MAX_PAYLOAD_CHARS = 4_000
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")

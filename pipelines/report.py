@@ -30,6 +30,7 @@ from prefect import flow
 from pipelines import charts
 from pipelines.config import Settings
 from pipelines.painpoints import CHANNEL_NAMES
+from pipelines.records import dated_sql
 from pipelines.runs import logger
 from pipelines.warehouse import Warehouse
 
@@ -38,7 +39,7 @@ STAGES = {"awareness": "认知", "consideration": "考虑", "purchase": "购买"
 STATUS_NAMES = {"new": "新建", "triaged": "已分派", "in_progress": "处理中", "resolved": "已解决",
                 "verified": "已验证", "reopened": "已重开"}
 # rows whose time is the ingest time, not the customer's: left out of weekly trends
-DATED = "NOT list_has_any(coalesce(flags, []), ['created_at_missing', 'created_at_invalid'])"
+DATED = dated_sql()
 
 
 class ReportError(RuntimeError):

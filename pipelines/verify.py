@@ -6,6 +6,10 @@ baseline window before T:
                      (all channels for '*')
     baseline = [T − W, T)        after = [T, T + W)        W = CXLOOP_VERIFY_WINDOW_DAYS (28)
 
+Rows stamped with their ingest time (no usable customer time) are in neither window, and the latest
+window of a verified item ends at the newest customer time, not today: a re-run with no new data
+reaches the same decisions whatever the date.
+
 The denominator is all feedback, not the topic's mentions, so that a fix which removes complaints
 shows even when praise of the fixed thing now mentions the topic too (and even when the sentiment
 model reads some of that praise as negative), while a change in feedback traffic does not.
@@ -31,6 +35,7 @@ from prefect import flow, task
 
 from pipelines import backlog
 from pipelines.config import LoopConfig, Settings
+from pipelines.records import NEWEST_SQL, dated_sql
 from pipelines.runs import logger, recorded_run
 from pipelines.stats import fisher_less, two_proportion_less
 from pipelines.warehouse import Warehouse
@@ -47,7 +52,7 @@ SELECT count(*) AS n, count(*) FILTER (WHERE list_contains(n.topics, $topic)) AS
                                                       $topic) END) AS neg
 FROM feedback f JOIN feedback_nlp n USING (feedback_id)
 WHERE ($channel = '*' OR f.channel = $channel) AND f.created_at >= $start AND f.created_at < $end
-"""
+  AND """ + dated_sql("f")
 
 
 def _count(con: duckdb.DuckDBPyConnection, topic: str, channel: str, start: datetime,
@@ -91,7 +96,7 @@ def verify_items(wh: Warehouse, config: LoopConfig, run_id: str, now: datetime |
     counts = {"checked": 0, "verified": 0, "reopened": 0, "waiting": 0, "still_verified": 0}
     window = timedelta(days=config.verify_window_days)
     with wh.transaction() as con:
-        data_end = con.execute("SELECT max(created_at) FROM feedback").fetchone()[0]
+        data_end = con.execute(NEWEST_SQL).fetchone()[0]  # not today's date, which undated rows carry
         items = con.execute("""SELECT item_id, topic, channel, status, resolved_at FROM backlog
                                WHERE status IN ('resolved', 'verified') AND resolved_at IS NOT NULL
                                ORDER BY item_id""").fetchall()
