@@ -119,6 +119,12 @@ def test_verification_says_verified_reopened_or_waiting(tmp_path: Path) -> None:
     numbers = wh.query("SELECT baseline_n, baseline_neg, after_n, after_neg FROM verifications "
                        "WHERE item_id = ?", [ids["logistics"]]).to_pylist()
     assert numbers == [{"baseline_n": 4 * 43, "baseline_neg": 48, "after_n": 3 * 34 + 30, "after_neg": 12}]
+    # complaints without a usable time carry their (much later) ingest time: they are in no window, and a
+    # re-run with nothing else new keeps the decision whatever the date
+    write(tmp_path / "cx.duckdb", rows_for("logistics", 20, neg=60, channel="online_chat",
+                                           flags=["created_at_missing"]))
+    assert verify_items(wh, config, "run-2b") == {"checked": 2, "verified": 0, "reopened": 0, "waiting": 1,
+                                                  "still_verified": 1}
     # the problem comes back: the verified item is reopened on a later run
     write(tmp_path / "cx.duckdb", _weeks("logistics", [12, 12, 12, 12], first=8) + _filler(range(8, 12)))
     assert verify_items(wh, config, "run-3")["reopened"] == 1

@@ -47,9 +47,10 @@ def write(db: Path, rows: list[dict], model_version: str = MODEL) -> Warehouse:
             fid = hashlib.sha1(f"row{n}".encode()).hexdigest()[:16]
             created = r["day"] if isinstance(r["day"], datetime) else datetime.combine(r["day"], datetime.min.time())
             topics = r["topic"] if isinstance(r["topic"], list) else [r["topic"]]
-            con.execute("INSERT INTO feedback VALUES (?, 'test', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, [], NULL, ?, 'build')",
+            con.execute("INSERT INTO feedback VALUES (?, 'test', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, 'build')",
                         [fid, str(n), created, r["channel"], r["product"], r.get("customer", f"c{n % 97}"),
-                         r.get("rating"), r.get("nps"), r["text"], f"{r['text']}#{n}", r.get("pii"), now])
+                         r.get("rating"), r.get("nps"), r["text"], f"{r['text']}#{n}", r.get("pii"),
+                         r.get("flags", []), now])
             score = {"neg": -0.8, "neu": 0.0, "pos": 0.8}[r["sentiment"]]
             reasons = detect_urgency(r["text"]) if r["sentiment"] != "pos" else []
             con.execute("INSERT INTO feedback_nlp BY NAME SELECT ? AS feedback_id, [] AS tokens, ? AS keywords, "
