@@ -143,3 +143,23 @@ def test_quarantine_payload_is_the_right_line_after_unicode_line_separators(tmp_
                  encoding="utf-8")
     p = _prep(f)
     assert p.quarantine.column("payload").to_pylist() == ["2,2026-10-01,hotline,1,a,b"]
+
+
+def test_a_file_is_read_as_its_records_are_iterated(tmp_path: Path) -> None:
+    """read_file gives the columns at once and reads the records from disk on each pass (a file of a
+    million rows is never held whole); a quote left open resumes on the next line of the stream."""
+    f = tmp_path / "s.csv"
+    f.write_text(HEADER + "1,2026-10-01,hotline,1,\"引号没有关上\n2,2026-10-01,hotline,1,第二条\n"
+                 "3,2026-10-01,app_review,2,\"第三条,有逗号\"\n", encoding="utf-8")
+    src = read_file(f)
+    assert src.columns == HEADER.strip().split(",") and not isinstance(src.rows, list)
+    first = list(src.rows)
+    assert [(r.locator, r.error is not None) for r in first] == [("s.csv:2", True), ("s.csv:3", False),
+                                                                 ("s.csv:4", False)]
+    assert first[2].fields["text"] == "第三条,有逗号" and first[0].raw.startswith("1,2026-10-01")
+    assert list(src.rows) == first
+    lines = (tmp_path / "j.jsonl")
+    lines.write_text('{"text": "一"}\n\n{"text": "二", "渠道": "app"}\n', encoding="utf-8")
+    src = read_file(lines)
+    assert src.columns == ["text", "渠道"]  # every key any line has, found before the records are prepared
+    assert [r.locator for r in src.rows] == ["j.jsonl:1", "j.jsonl:3"]

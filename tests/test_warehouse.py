@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines.warehouse import Warehouse, WarehouseError, WarehouseLockedError, migrations
@@ -35,6 +36,27 @@ def test_arrow_insert_and_ignore_duplicates(tmp_path: Path) -> None:
         assert Warehouse.insert_arrow(con, "topics", rows) == 2
     with wh.transaction() as con:
         assert Warehouse.insert_arrow(con, "topics", rows, on_conflict="ignore") == 0
+
+
+def test_parquet_insert_keeps_the_first_of_a_key_in_the_order_the_files_are_given(tmp_path: Path) -> None:
+    """Ingest loads its staged chunks with one statement: the same keys as one insert per file."""
+    wh = Warehouse(tmp_path / "cx.duckdb")
+
+    def topics(*pairs: tuple[str, str]) -> pa.Table:
+        return pa.table({"topic": [k for k, _ in pairs], "name": [n for _, n in pairs],
+                         "stage": ["usage"] * len(pairs), "team": ["t"] * len(pairs),
+                         "keywords": [[k] for k, _ in pairs]})
+
+    first, second = tmp_path / "z-first.parquet", tmp_path / "a-second.parquet"   # names sort the other way
+    pq.write_table(topics(("a", "甲1"), ("b", "乙1"), ("b", "乙2")), first)
+    pq.write_table(topics(("a", "甲3"), ("c", "丙3"), ("old", "旧3")), second)
+    with wh.transaction() as con:
+        Warehouse.insert_arrow(con, "topics", topics(("old", "旧0")))
+        assert Warehouse.insert_parquet(con, "topics", [first, second], on_conflict="ignore") == 3
+        assert Warehouse.insert_parquet(con, "topics", [first, second], on_conflict="ignore") == 0
+        assert Warehouse.insert_parquet(con, "topics", [], on_conflict="ignore") == 0
+    got = {r["topic"]: r["name"] for r in wh.query("SELECT topic, name FROM topics").to_pylist()}
+    assert got == {"a": "甲1", "b": "乙1", "c": "丙3", "old": "旧0"}
 
 
 def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
