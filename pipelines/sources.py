@@ -1,9 +1,10 @@
 """Reading feedback files: CSV/TSV, JSONL, Parquet and Excel, one file or a folder.
 
-A file becomes a :class:`SourceFile`: its encoding, its columns and one :class:`RawRow` per
-record. A record that cannot be read (a malformed CSV line, a broken JSON line, bytes that do not
-decode) is kept as a RawRow with an ``error`` so that it reaches the quarantine instead of being
-lost. Problems with the file as a whole (missing, unsupported, unreadable) raise
+A file becomes a :class:`SourceFile`: its encoding, its columns and its records, one
+:class:`RawRow` each, read from disk as they are iterated (:class:`Records`), so a file of any
+length costs the memory of one record. A record that cannot be read (a malformed CSV line, a
+broken JSON line, bytes that do not decode) is kept as a RawRow with an ``error`` so that it
+reaches the quarantine instead of being lost. Problems with the file as a whole (missing, unsupported, unreadable) raise
 :class:`SourceError` with a one-line message naming the file.
 """
 
