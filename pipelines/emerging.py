@@ -50,12 +50,13 @@ SAME_THEME = 0.3  # Jaccard of the members above which a cluster is a stored can
 KEY_RE = re.compile(r"[a-z][a-z0-9_]*")
 UNCOVERED_BATCH = 50_000
 
+# in no particular order: discover_topics sorts by id itself
 UNCOVERED_SQL = """
-SELECT f.feedback_id, f.text, f.created_at, n.tokens
+SELECT f.feedback_id, f.text, n.tokens
 FROM feedback f JOIN feedback_nlp n USING (feedback_id)
 WHERE n.sentiment = 'neg' AND len(n.topics) = 0 AND f.created_at >= ?
-ORDER BY f.feedback_id
 """
+SPAN_SQL = "SELECT min(created_at), max(created_at) FROM feedback WHERE feedback_id IN (SELECT unnest(?))"
 
 # MERGE rather than ON CONFLICT: the same statement works where tables have no keys (DuckLake)
 UPSERT_SQL = """
@@ -106,31 +107,30 @@ def suggest_topics(wh: Warehouse, settings: Settings, since_days: int | None = D
     since = _window_start(wh, since_days)
     enriched_with = set(wh.query("SELECT topic FROM topics").column("topic").to_pylist())
     added = Taxonomy([t for t in tax if t.key not in enriched_with], tax.source)  # since the last enrich
-    # read a batch at a time, keeping only each text's theme words (not its tokens): a million rows of
-    # feedback do not pass through Python memory at once
+    # read a batch at a time, keeping only each text's theme words (not its tokens), each distinct word
+    # stored once: a million rows of feedback do not pass through Python memory at once
     ids: list[str] = []
     texts: list[str] = []
     words: list[list[str]] = []
-    when: dict[str, datetime] = {}
+    vocabulary: dict[str, str] = {}
     read = 0
     with wh.connect(read_only=True) as con:
         batches = con.execute(UNCOVERED_SQL, [since or datetime(1, 1, 1)]).to_arrow_reader(UNCOVERED_BATCH)
         for batch in batches:
             cols = batch.to_pydict()
             read += batch.num_rows
-            for fid, text, created, tokens in zip(cols["feedback_id"], cols["text"], cols["created_at"],
-                                                  cols["tokens"], strict=True):
+            for fid, text, tokens in zip(cols["feedback_id"], cols["text"], cols["tokens"], strict=True):
                 if added.match(text):
                     continue
                 ids.append(fid)
                 texts.append(text)
-                words.append(theme_words(tokens or []))
-                when[fid] = created
+                words.append([vocabulary.setdefault(w, w) for w in theme_words(tokens or [])])
     found = discover_topics(ids, texts, words, min_size=min_size)
-    del texts, words
+    uncovered = len(ids)
+    del ids, texts, words, vocabulary
     now = datetime.now()
-    counts = {"window_from": str(since) if since else None, "uncovered": len(ids),
-              "matched_since_enrich": read - len(ids), "candidates": len(found), "new": 0,
+    counts = {"window_from": str(since) if since else None, "uncovered": uncovered,
+              "matched_since_enrich": read - uncovered, "candidates": len(found), "new": 0,
               "updated": 0, "already_decided": 0, "removed": 0, "inputs": state, "unchanged": False}
     with wh.transaction() as con:
         existing = {cid: (status, set(ids)) for cid, status, ids in con.execute(
@@ -144,9 +144,9 @@ def suggest_topics(wh: Warehouse, settings: Settings, since_days: int | None = D
             cid = cid or c.candidate_id
             if cid in kept:
                 continue
-            times = [when[f] for f in c.feedback_ids]
+            first, last = con.execute(SPAN_SQL, [list(c.feedback_ids)]).fetchone()
             con.execute(UPSERT_SQL, [cid, list(c.keywords), list(c.match_keywords), list(c.quotes), c.size,
-                                     list(c.feedback_ids), min(times), max(times), c.coherence, now, run_id, now])
+                                     list(c.feedback_ids), first, last, c.coherence, now, run_id, now])
             counts["updated" if cid in existing else "new"] += 1
             kept.add(cid)
         stale = [cid for cid, (status, _) in existing.items() if status == "new" and cid not in kept]
