@@ -130,7 +130,8 @@ def _lsa(x: sp.csr_matrix, dims: int, seed: int) -> np.ndarray:
     if d < 2:
         return normalize(x.toarray().astype(np.float64))
     z = TruncatedSVD(n_components=d, algorithm="randomized", n_iter=5, random_state=seed).fit_transform(x)
-    return normalize(z.astype(np.float64))  # float32 sends k-means++ through sklearn's slow upcasting path
+    z = z.astype(np.float64)  # float32 sends k-means++ through sklearn's slow upcasting path
+    return normalize(z, copy=False)  # in place: at 150,000 texts a copy is 120 MB more at the peak
 
 
 def _choose_labels(z: np.ndarray, opts: EmergingOptions) -> np.ndarray:
@@ -162,8 +163,9 @@ def _choose_labels(z: np.ndarray, opts: EmergingOptions) -> np.ndarray:
     km = best[1]
     if len(sample) == n:
         return km.labels_.astype(np.int64)
+    # copy_x=False: k-means centres the data in place and restores it, instead of a copy of all of it
     return KMeans(n_clusters=km.n_clusters, init=km.cluster_centers_, n_init=1, max_iter=50,
-                  random_state=opts.seed).fit_predict(z).astype(np.int64)
+                  random_state=opts.seed, copy_x=False).fit_predict(z).astype(np.int64)
 
 
 def _merge_similar(x: sp.csr_matrix, labels: np.ndarray, min_similarity: float) -> np.ndarray:

@@ -251,6 +251,16 @@ def duckdb_config() -> dict[str, str]:
     return {"memory_limit": raw}
 
 
+def cap_memory(con: duckdb.DuckDBPyConnection, limit: str) -> None:
+    """Lower the memory limit of ``con``'s database to ``limit`` for as long as it is open, unless it is
+    already lower (``CXLOOP_DB_MEMORY`` is never raised). For a connection that only scans: DuckDB keeps
+    every block it reads cached up to its limit, which a read that passes over a table once does not need."""
+    current, cap = con.execute("SELECT parse_formatted_bytes(current_setting('memory_limit')), "
+                               "parse_formatted_bytes(?)", [limit]).fetchone()
+    if cap < current:
+        con.execute(f"SET memory_limit = '{cap}B'")
+
+
 class Warehouse:
     """Handle on one warehouse: a DuckDB file, or a DuckLake when ``location`` is ``ducklake:CATALOG``
     (``data_path``: where its Parquet files go, default ``CXLOOP_LAKE_DATA_PATH``, else
