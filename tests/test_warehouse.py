@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.warehouse import Warehouse, WarehouseError, WarehouseLockedError, migrations
+from pipelines.warehouse import Warehouse, WarehouseError, WarehouseLockedError, cap_memory, migrations
 
 
 def test_migrations_create_tables_and_views(tmp_path: Path) -> None:
@@ -57,6 +57,24 @@ def test_parquet_insert_keeps_the_first_of_a_key_in_the_order_the_files_are_give
         assert Warehouse.insert_parquet(con, "topics", [], on_conflict="ignore") == 0
     got = {r["topic"]: r["name"] for r in wh.query("SELECT topic, name FROM topics").to_pylist()}
     assert got == {"a": "甲1", "b": "乙1", "c": "丙3", "old": "旧0"}
+
+
+@pytest.mark.parametrize(("configured", "expected_mib"), [("1GB", 244), ("128MB", 122), (None, 244)])
+def test_cap_memory_lowers_a_connection_limit_but_never_raises_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  configured: str | None, expected_mib: int) -> None:
+    if configured:
+        monkeypatch.setenv("CXLOOP_DB_MEMORY", configured)
+    else:
+        monkeypatch.delenv("CXLOOP_DB_MEMORY", raising=False)
+    wh = Warehouse(tmp_path / "cx.duckdb")
+    limit = "SELECT parse_formatted_bytes(current_setting('memory_limit'))"
+    with wh.connect() as con:
+        before = con.execute(limit).fetchone()[0]
+    with wh.connect(read_only=True) as con:
+        cap_memory(con, "256MB")
+        assert round(con.execute(limit).fetchone()[0] / 2**20) == expected_mib
+    with wh.connect(read_only=True) as con:  # only for as long as that connection was open
+        assert con.execute(limit).fetchone()[0] == before
 
 
 def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
