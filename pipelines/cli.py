@@ -405,8 +405,8 @@ def train_sentiment(model: Annotated[str, typer.Option("--model", help="Model ki
 
 
 @train_app.command("topics")
-def train_topics(model: Annotated[str, typer.Option("--model", help="Topic model kind: semantic (reads the "
-                                                    "current transformer's embeddings) or lexical.")] = "semantic",
+def train_topics(model: Annotated[str, typer.Option("--model", help="Topic model kind: lexical (what ships) or "
+                                                    "semantic (adds the transformer's embeddings).")] = "lexical",
                  data: Annotated[Path | None, typer.Option(help="Shared data folder (default ../shared/data).")] = None,
                  max_rows: Annotated[int | None, typer.Option(help="Weak-label rows from the review corpus.")] = None,
                  promote: Annotated[bool, typer.Option(help="Promote if better on dev.")] = True,
