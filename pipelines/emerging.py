@@ -58,7 +58,12 @@ SELECT f.feedback_id, f.text, n.tokens
 FROM feedback f JOIN feedback_nlp n USING (feedback_id)
 WHERE n.sentiment = 'neg' AND len(n.topics) = 0 AND f.created_at >= ?
 """
-SPAN_SQL = "SELECT min(created_at), max(created_at) FROM feedback WHERE feedback_id IN (SELECT unnest(?))"
+# first and last customer time of each candidate's members, for all candidates in one scan of feedback
+SPANS_SQL = """
+SELECT m.i, min(f.created_at), max(f.created_at)
+FROM (SELECT unnest($i) AS i, unnest($ids) AS feedback_id) m JOIN feedback f USING (feedback_id)
+GROUP BY m.i
+"""
 
 # MERGE rather than ON CONFLICT: the same statement works where tables have no keys (DuckLake)
 UPSERT_SQL = """
@@ -139,7 +144,10 @@ def suggest_topics(wh: Warehouse, settings: Settings, since_days: int | None = D
         existing = {cid: (status, set(ids)) for cid, status, ids in con.execute(
             "SELECT candidate_id, status, feedback_ids FROM topic_candidates").fetchall()}
         kept: set[str] = set()
-        for c in found:
+        spans = {i: (first, last) for i, first, last in con.execute(SPANS_SQL, {
+            "i": [i for i, c in enumerate(found) for _ in c.feedback_ids],
+            "ids": [f for c in found for f in c.feedback_ids]}).fetchall()}
+        for i, c in enumerate(found):
             cid = c.candidate_id if c.candidate_id in existing else _same_theme(set(c.feedback_ids), existing, kept)
             if cid and existing[cid][0] != "new" and cid != c.candidate_id:
                 counts["already_decided"] += 1  # a decided theme, told with other top words
@@ -147,9 +155,8 @@ def suggest_topics(wh: Warehouse, settings: Settings, since_days: int | None = D
             cid = cid or c.candidate_id
             if cid in kept:
                 continue
-            first, last = con.execute(SPAN_SQL, [list(c.feedback_ids)]).fetchone()
             con.execute(UPSERT_SQL, [cid, list(c.keywords), list(c.match_keywords), list(c.quotes), c.size,
-                                     list(c.feedback_ids), first, last, c.coherence, now, run_id, now])
+                                     list(c.feedback_ids), *spans[i], c.coherence, now, run_id, now])
             counts["updated" if cid in existing else "new"] += 1
             kept.add(cid)
         stale = [cid for cid, (status, _) in existing.items() if status == "new" and cid not in kept]
