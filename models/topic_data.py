@@ -13,7 +13,8 @@ and, where the source says so, the topic's own polarity (``neg``/``neu``/``pos``
   every key with ``weak_negatives`` (training then gives these rows a small weight), else only for
   keys no labelled set covers.
 * **Seed rows**: cxloop's own sentences (``models/resources/topic_seeds.csv``, written for
-  banking, telecom, airlines and government services) with their topics and polarities.
+  banking, telecom, airlines, insurance, utilities and government services) with their topics and
+  polarities; a question or small talk has no topic, so every key learns it is not about that key.
 
 Splits: the aspect sets get the same text-hash split as sentiment training (``models.data``), the
 restaurant set its published train/dev files (dev split in half by hash into dev and test).

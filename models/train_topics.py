@@ -65,8 +65,8 @@ def _labels(frame: pd.DataFrame, keys: Sequence[str]) -> np.ndarray:
 THRESHOLDS = np.round(np.arange(0.15, 0.86, 0.05), 2)
 
 
-def _best_threshold(p: np.ndarray, y: np.ndarray) -> float:
-    scores = [f1_score(y, p >= t, zero_division=0) for t in THRESHOLDS]
+def _best_threshold(p: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> float:
+    scores = [f1_score(y, p >= t, sample_weight=weight, zero_division=0) for t in THRESHOLDS]
     return float(THRESHOLDS[int(np.argmax(scores))])
 
 
@@ -248,11 +248,13 @@ def train_topic_model(taxonomy: Taxonomy, options: TopicOptions, out_root: Path,
         return sigmoid(blend * lex[name] + (1 - blend) * sem[name]) if sem else sigmoid(lex[name])
 
     p_dv = combined("dev")
+    # a weak dev row counts as much as a weak train row: its keyword labels are noisy, the labelled sets decide
+    w_dv = np.where(dv.dataset.str.startswith("weak:").to_numpy(), options.weak_weight, 1.0)
     thresholds = np.full(len(keys), 0.5, np.float32)
     for j in range(len(keys)):
         m = y_dv[:, j] >= 0
         if (y_dv[m, j] == 1).sum() >= options.min_dev_positives:
-            thresholds[j] = _best_threshold(p_dv[m, j], y_dv[m, j])
+            thresholds[j] = _best_threshold(p_dv[m, j], y_dv[m, j], w_dv[m])
     model = TopicModel(keys, features, coef, intercept, thresholds, encoder_info, enc_coef, enc_intercept, blend)
     dev_f1 = topic_f1(dv, p_dv >= thresholds, keys, data)
     test_f1 = topic_f1(te, combined("test") >= thresholds, keys, data)
@@ -330,7 +332,8 @@ def write_topic_card(folder: Path, model: TopicModel, meta: dict) -> Path:
              "chosen per key on dev: " + ", ".join(f"{k} C={c:g}" for k, c in meta["c_per_key"].items()) + ")"
              + (f", blended in logit space (lexical weight {model.blend}) with one on the mean-pooled embedding "
                 f"of the sentiment transformer `{model.encoder['model_version']}`" if model.semantic and model.encoder
-                else "") + ". Per-key thresholds tuned on dev: "
+                else "") + ". Per-key thresholds tuned on dev (a weak-label row weighs there what it weighs in "
+             f"training, {meta['options']['weak_weight']:g}): "
              + ", ".join(f"{k} {t:.2f}" for k, t in zip(model.keys, model.thresholds, strict=True)) + ".",
              "Serving joins the model's keys with the taxonomy's keyword rules (`models/predict.py`): a text "
              "that names a topic's keyword keeps that topic; the model adds topics worded without one.",
@@ -343,7 +346,8 @@ def write_topic_card(folder: Path, model: TopicModel, meta: dict) -> Path:
              "(cosmetics reviews, car forum posts, Dianping restaurant reviews);",
              "- weak labels: taxonomy keywords on the review corpus (hotel, food delivery, ten shopping categories) "
              f"and cxloop's own seed sentences `{SEEDS_PATH.relative_to(SEEDS_PATH.parents[2])}` (banking, "
-             "telecom, airlines, government services).",
+             "telecom, airlines, insurance, utilities and government services; questions and small talk among them, "
+             "with no topic at all).",
              "- positives per key in train: " + ", ".join(f"{k} {n}" for k, n in m["train_counts"].items()) + ".",
              "", "Thresholds and the blend weight were chosen on `dev`; `test` and the probe were scored once.", "",
              "## Topic F1 on test (held out)", "| data set | n | micro-F1 | macro-F1 | per key |",

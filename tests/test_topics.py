@@ -136,6 +136,34 @@ def test_training_learns_saves_reports_and_reloads(tmp_path: Path) -> None:
     assert any("per-topic polarity on dev" in m for m in logs)
 
 
+def test_seed_sentences_are_well_formed_and_never_the_probe() -> None:
+    """The seeds are training data: each names taxonomy keys with a polarity, and none may be a probe
+    sentence (the probe is what measures the industries the seeds stand in for)."""
+    from models.topic_data import SEEDS_PATH, _parse_topics
+    from models.train_topics import load_topic_probe
+    from nlp import normalize_text
+
+    seeds = pd.read_csv(SEEDS_PATH, dtype=str, keep_default_na=False)
+    keys = set(default_taxonomy().keys)
+    for text, topics in zip(seeds.text, seeds.topics, strict=True):
+        for key, pol in _parse_topics(topics).items():
+            assert key in keys and pol in {"neg", "neu", "pos"}, (text, topics)
+    normalised = [normalize_text(t) for t in seeds.text]
+    assert len(set(normalised)) == len(normalised)
+    assert not set(normalised) & set(load_topic_probe().text)
+    assert (seeds.topics == "").sum() >= 10      # questions and small talk: no topic at all
+
+
+def test_thresholds_weigh_weak_dev_rows_as_training_does() -> None:
+    from models.train_topics import _best_threshold
+
+    # labelled positives at 0.5 and 0.7; ten weak rows at 0.5 whose keywords say "negative"
+    p = np.array([0.5, 0.5, 0.7, 0.7] + [0.5] * 10)
+    y = np.array([1, 1, 1, 1] + [0] * 10)
+    assert _best_threshold(p, y) > 0.5                                             # counted in full they win
+    assert _best_threshold(p, y, np.array([1.0] * 4 + [0.01] * 10)) <= 0.5       # weighted, the labels decide
+
+
 def test_corrupt_topic_artifacts_are_refused_with_the_path(tmp_path: Path) -> None:
     import shutil
 
