@@ -10,6 +10,8 @@ table; the warehouse and ``cxloop predict`` both use it.
 * **topic_sentiments** — each topic's own polarity (``models.topic_sentiment``).
 * **emotion**, **urgent** / **urgency_reasons** — ``nlp.emotion`` and ``nlp.urgency``; a positive
   text is never urgent ("感谢帮我拦住了诈骗").
+* **sentiment** of a plain inquiry ("请问信用卡账单分期怎么操作?", ``nlp.inquiry``) the model is unsure
+  about is neutral (see :func:`neutral_inquiries`); so is each such clause in per-topic polarity.
 * **model_version** — the *analysis* version: sentiment model + topic model + taxonomy fingerprint
   (+ the segmentation engine when it is not jieba), so changing any of them re-scores stored rows on
   the next ``enrich``.
@@ -44,9 +46,30 @@ from nlp import (
     default_segmenter,
     default_taxonomy,
     detect_urgency,
+    is_plain_inquiry,
     keywords,
     segmenter_engine,
 )
+
+INQUIRY_CONFIDENCE = 0.9   # a model this sure of a label keeps it, inquiry or not (sarcasm: "请问筷子怎么用啊")
+INQUIRY_WEIGHT = 0.75      # how far a plain inquiry's probabilities move towards neutral
+
+
+def neutral_inquiries(texts: Sequence[str], proba: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """``proba`` with each plain inquiry (asks, complains nowhere: ``nlp.inquiry``) whose top label is
+    below ``INQUIRY_CONFIDENCE`` moved three quarters of the way to ``neu``: it becomes neutral, and its
+    score keeps the model's sign at a quarter of its size. Review-trained models call many customer
+    questions negative ("想问一下信用卡怎么调整账单日?" → neg 0.58); counted as complaints they would
+    inflate negative rates and show up as emerging topics."""
+    unsure = proba.max(axis=1) < INQUIRY_CONFIDENCE if len(texts) else np.zeros(0, bool)
+    rows = [i for i in np.flatnonzero(unsure) if is_plain_inquiry(texts[i])]
+    if not rows:
+        return proba
+    out = proba.copy()
+    neutral = np.zeros(out.shape[1], out.dtype)
+    neutral[list(labels).index("neu")] = 1
+    out[rows] = (1 - INQUIRY_WEIGHT) * out[rows] + INQUIRY_WEIGHT * neutral
+    return out
 
 
 def analysis_version(sentiment_version: str, topic_version: str, taxonomy: Taxonomy) -> str:
@@ -121,13 +144,16 @@ class Analyzer:
         """NLP columns for already-normalised ``texts`` (same order)."""
         tokens = self.segmenter.cut_many(texts)
         embeddings = self.encoder.embed(texts, remember=True) if self.encoder is not None and len(texts) else None
-        proba = self.model.predict_proba(texts, tokens)   # a shared encoder reuses ``embeddings``
+        labels_ = self.model.labels
+        proba = neutral_inquiries(texts, self.model.predict_proba(texts, tokens), labels_)   # a shared encoder
+        # reuses ``embeddings``
         labels = np.asarray(self.model.labels)
         idx = {lab: i for i, lab in enumerate(self.model.labels)}
         p_neg, p_neu, p_pos = (proba[:, idx[k]] for k in ("neg", "neu", "pos"))
         sentiment = labels[proba.argmax(axis=1)].tolist() if len(texts) else []
         topics = self.topics_of(texts, tokens, embeddings)
-        per_topic = topic_sentiments(texts, topics, proba, lambda xs: self.model.predict_proba(xs),
+        per_topic = topic_sentiments(texts, topics, proba,
+                                     lambda xs: neutral_inquiries(xs, self.model.predict_proba(xs), labels_),
                                      self.topic_model, self.taxonomy, self.model.labels)
         emotions = self.emotions.classify_many(texts, sentiment)
         reasons = [detect_urgency(t) if s != "pos" else [] for t, s in zip(texts, sentiment, strict=True)]

@@ -1,7 +1,7 @@
 """Pure text processing for Chinese customer feedback (no database, no Prefect).
 
     >>> from nlp import normalize_text, redact, default_segmenter, default_taxonomy
-    >>> from nlp import default_emotion_lexicon, detect_urgency
+    >>> from nlp import default_emotion_lexicon, detect_urgency, is_plain_inquiry
 """
 
 from nlp.emotion import (
@@ -11,6 +11,7 @@ from nlp.emotion import (
     default_emotion_lexicon,
     load_emotion_lexicon,
 )
+from nlp.inquiry import InquiryRules, InquiryRulesError, default_inquiry_rules, is_plain_inquiry, load_inquiry_rules
 from nlp.normalize import dedup_key, normalize_many, normalize_text
 from nlp.pii import Redaction, redact, redact_many
 from nlp.segment import Segmenter, SegmenterError, corpus_keywords, default_segmenter, keywords, segmenter_engine
@@ -32,6 +33,8 @@ __all__ = [
     "URGENT_PATTERN",
     "EmotionLexicon",
     "EmotionLexiconError",
+    "InquiryRules",
+    "InquiryRulesError",
     "Redaction",
     "Segmenter",
     "SegmenterError",
@@ -43,13 +46,16 @@ __all__ = [
     "corpus_keywords",
     "dedup_key",
     "default_emotion_lexicon",
+    "default_inquiry_rules",
     "default_segmenter",
     "default_taxonomy",
     "default_urgency_rules",
     "detect_urgency",
+    "is_plain_inquiry",
     "is_urgent",
     "keywords",
     "load_emotion_lexicon",
+    "load_inquiry_rules",
     "load_taxonomy",
     "load_urgency_rules",
     "normalize_many",

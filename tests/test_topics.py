@@ -70,6 +70,7 @@ def test_analyzer_columns_emotion_and_urgency(analyzer: Analyzer) -> None:
     assert not cols["urgent"][1] and cols["urgency_reasons"][1] == []   # positive: never urgent
     assert cols["emotion"][1] == "joy"
     assert cols["emotion"][2] == "none" and cols["topics"][2] == []
+    assert cols["sentiment"][2] == "neu"          # a plain question is no complaint (nlp.inquiry)
     assert analyzer.model_version.count("+") == 2 and "+tax-" in analyzer.model_version
 
 

@@ -1,0 +1,104 @@
+"""Plain inquiries: feedback that asks something and complains nowhere.
+
+"请问信用卡账单分期怎么操作?" or a hotline note "客户来电咨询网点周末营业时间,已解答" is neither
+praise nor a complaint, but sentiment models trained on reviews (where questions are rare) call
+many such texts negative, and then they count as unhappy customers and surface as topic
+candidates. ``is_plain_inquiry`` says which texts ask (an ``asks`` word or an ``ask_patterns``
+frame) without any complaint: no ``complaint`` word, no negative emotion word, no urgent word.
+``models.predict`` scores those neutral.
+
+The word lists live in ``nlp/resources/inquiry.yaml`` (data, not code).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from nlp.emotion import EmotionLexicon, default_emotion_lexicon
+from nlp.taxonomy import _UniqueKeyLoader
+from nlp.urgency import default_urgency_rules
+
+DEFAULT_INQUIRY_PATH = resources.files("nlp") / "resources" / "inquiry.yaml"
+_NEGATIVE_EMOTIONS = ("anger", "disappointment", "anxiety")
+
+
+class InquiryRulesError(ValueError):
+    """Inquiry rules that cannot be used; the message names the file and the problem."""
+
+
+def _alternation(words: Sequence[str]) -> re.Pattern[str] | None:
+    return re.compile("|".join(re.escape(w) for w in sorted(set(words), key=lambda w: (-len(w), w)))) \
+        if words else None
+
+
+class InquiryRules:
+    """Asking words and frames, A-not-A question words, complaint words."""
+
+    def __init__(self, asks: Sequence[str], ask_patterns: Sequence[str], a_not_a: Sequence[str],
+                 complaint: Sequence[str], source: str = "<memory>",
+                 emotions: EmotionLexicon | None = None) -> None:
+        self.source = source
+        for what, words in (("asks", asks), ("a_not_a", a_not_a), ("complaint", complaint)):
+            for w in words:
+                if not isinstance(w, str) or not w.strip():
+                    raise InquiryRulesError(f"inquiry rules {source}: {what} word {w!r} must be non-empty text")
+        try:
+            patterns = [re.compile(p) for p in ask_patterns]
+        except (re.error, TypeError) as e:
+            raise InquiryRulesError(f"inquiry rules {source}: ask_patterns: {e}") from e
+        self._asks = _alternation(asks)
+        self._patterns = patterns
+        self._a_not_a = _alternation(a_not_a)
+        self._complaint = _alternation(complaint)
+        self._emotions = emotions
+
+    def asks(self, text: str) -> bool:
+        return bool(text) and ((self._asks is not None and self._asks.search(text) is not None)
+                               or any(p.search(text) for p in self._patterns))
+
+    def complains(self, text: str) -> bool:
+        plain = self._a_not_a.sub("〇", text) if self._a_not_a is not None else text
+        if self._complaint is not None and self._complaint.search(plain):
+            return True
+        if default_urgency_rules().is_urgent(text):
+            return True
+        scores, _ = (self._emotions or default_emotion_lexicon()).scores(plain)
+        return any(scores[e] > 0 for e in _NEGATIVE_EMOTIONS)
+
+    def is_plain_inquiry(self, text: str) -> bool:
+        """``text`` (normalised) asks something and voices no complaint."""
+        return self.asks(text) and not self.complains(text)
+
+
+def load_inquiry_rules(path: str | Path) -> InquiryRules:
+    """Read and validate an inquiry YAML file (``asks``, ``ask_patterns``, ``a_not_a``, ``complaint``)."""
+    p = Path(path)
+    try:
+        doc = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise InquiryRulesError(f"inquiry rules {p}: cannot read: {e}") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("asks"), list) \
+            or not isinstance(doc.get("complaint"), list):
+        raise InquiryRulesError(f"inquiry rules {p}: expected lists under 'asks' and 'complaint'")
+    unknown = set(doc) - {"asks", "ask_patterns", "a_not_a", "complaint"}
+    if unknown:
+        raise InquiryRulesError(f"inquiry rules {p}: unknown section(s) {sorted(unknown)}")
+    return InquiryRules(doc["asks"], doc.get("ask_patterns") or [], doc.get("a_not_a") or [], doc["complaint"],
+                        source=str(p))
+
+
+@lru_cache(maxsize=1)
+def default_inquiry_rules() -> InquiryRules:
+    with resources.as_file(DEFAULT_INQUIRY_PATH) as p:
+        return load_inquiry_rules(p)
+
+
+def is_plain_inquiry(text: str) -> bool:
+    """The default rules: ``text`` asks something and voices no complaint."""
+    return default_inquiry_rules().is_plain_inquiry(text)
