@@ -12,9 +12,9 @@ table; the warehouse and ``cxloop predict`` both use it.
   text is never urgent ("感谢帮我拦住了诈骗").
 * **sentiment** of a plain inquiry ("请问信用卡账单分期怎么操作?", ``nlp.inquiry``) the model is unsure
   about is neutral (see :func:`neutral_inquiries`); so is each such clause in per-topic polarity.
-* **model_version** — the *analysis* version: sentiment model + topic model + taxonomy fingerprint
-  (+ the segmentation engine when it is not jieba), so changing any of them re-scores stored rows on
-  the next ``enrich``.
+* **model_version** — the *analysis* version: sentiment model + topic model + taxonomy fingerprint +
+  rule word lists' fingerprint (+ the segmentation engine when it is not jieba), so changing any of
+  them re-scores stored rows on the next ``enrich``.
 
 When the sentiment model contains the transformer whose embeddings a semantic topic model reads,
 the encoder runs once per batch for both.
@@ -48,6 +48,7 @@ from nlp import (
     detect_urgency,
     is_plain_inquiry,
     keywords,
+    rules_fingerprint,
     segmenter_engine,
 )
 
@@ -73,10 +74,11 @@ def neutral_inquiries(texts: Sequence[str], proba: np.ndarray, labels: Sequence[
 
 
 def analysis_version(sentiment_version: str, topic_version: str, taxonomy: Taxonomy) -> str:
-    """What a stored row was scored with; a segmentation engine other than jieba is part of it
-    (its words, keywords and word features differ on some texts)."""
+    """What a stored row was scored with: the models, the taxonomy, the emotion, urgency and inquiry
+    word lists (``nlp.rules``), and a segmentation engine other than jieba (its words, keywords and
+    word features differ on some texts)."""
     engine = segmenter_engine()
-    return f"{sentiment_version}+{topic_version}+tax-{taxonomy.fingerprint}" + (
+    return f"{sentiment_version}+{topic_version}+tax-{taxonomy.fingerprint}+rules-{rules_fingerprint()}" + (
         "" if engine == "jieba" else f"+seg-{engine}")
 
 

@@ -14,6 +14,7 @@ from nlp.emotion import (
 from nlp.inquiry import InquiryRules, InquiryRulesError, default_inquiry_rules, is_plain_inquiry, load_inquiry_rules
 from nlp.normalize import dedup_key, normalize_many, normalize_text
 from nlp.pii import Redaction, redact, redact_many
+from nlp.rules import rules_fingerprint
 from nlp.segment import Segmenter, SegmenterError, corpus_keywords, default_segmenter, keywords, segmenter_engine
 from nlp.taxonomy import Taxonomy, TaxonomyError, Topic, default_taxonomy, load_taxonomy
 from nlp.urgency import (
@@ -62,5 +63,6 @@ __all__ = [
     "normalize_text",
     "redact",
     "redact_many",
+    "rules_fingerprint",
     "segmenter_engine",
 ]

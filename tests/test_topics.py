@@ -18,7 +18,7 @@ from models.registry import SHIPPED, SHIPPED_DIR, load_topic_model
 from models.topic_data import TopicData
 from models.topic_sentiment import topic_sentiments
 from models.train_topics import TopicOptions, train_topic_model
-from nlp import default_taxonomy
+from nlp import default_taxonomy, rules_fingerprint
 from nlp.clauses import split_clauses
 
 
@@ -71,7 +71,23 @@ def test_analyzer_columns_emotion_and_urgency(analyzer: Analyzer) -> None:
     assert cols["emotion"][1] == "joy"
     assert cols["emotion"][2] == "none" and cols["topics"][2] == []
     assert cols["sentiment"][2] == "neu"          # a plain question is no complaint (nlp.inquiry)
-    assert analyzer.model_version.count("+") == 2 and "+tax-" in analyzer.model_version
+    assert analyzer.model_version.count("+") == 3 and "+tax-" in analyzer.model_version
+    assert analyzer.model_version.endswith(f"+rules-{rules_fingerprint()}")
+
+
+def test_the_rules_fingerprint_follows_the_word_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows scored with other emotion, urgency or inquiry word lists get another analysis version."""
+    import shutil
+
+    import nlp.rules
+
+    packaged = nlp.rules.resources.files("nlp")
+    shutil.copytree(Path(str(packaged)) / "resources", tmp_path / "resources")
+    monkeypatch.setattr(nlp.rules.resources, "files", lambda _pkg: tmp_path)
+    assert nlp.rules.rules_fingerprint.__wrapped__() == rules_fingerprint()
+    with (tmp_path / "resources" / "inquiry.yaml").open("a", encoding="utf-8") as f:
+        f.write("  - 再也不\n")
+    assert nlp.rules.rules_fingerprint.__wrapped__() != rules_fingerprint()
 
 
 def test_a_key_the_model_does_not_know_is_matched_by_keywords(tmp_path: Path) -> None:
