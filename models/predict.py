@@ -62,8 +62,7 @@ def neutral_inquiries(texts: Sequence[str], proba: np.ndarray, labels: Sequence[
     score keeps the model's sign at a quarter of its size. Review-trained models call many customer
     questions negative ("想问一下信用卡怎么调整账单日?" → neg 0.58); counted as complaints they would
     inflate negative rates and show up as emerging topics."""
-    unsure = proba.max(axis=1) < INQUIRY_CONFIDENCE if len(texts) else np.zeros(0, bool)
-    rows = [i for i in np.flatnonzero(unsure) if is_plain_inquiry(texts[i])]
+    rows = [i for i in np.flatnonzero(proba.max(axis=1) < INQUIRY_CONFIDENCE) if is_plain_inquiry(texts[i])]
     if not rows:
         return proba
     out = proba.copy()
@@ -146,17 +145,17 @@ class Analyzer:
         """NLP columns for already-normalised ``texts`` (same order)."""
         tokens = self.segmenter.cut_many(texts)
         embeddings = self.encoder.embed(texts, remember=True) if self.encoder is not None and len(texts) else None
-        labels_ = self.model.labels
-        proba = neutral_inquiries(texts, self.model.predict_proba(texts, tokens), labels_)   # a shared encoder
-        # reuses ``embeddings``
-        labels = np.asarray(self.model.labels)
-        idx = {lab: i for i, lab in enumerate(self.model.labels)}
+        names = self.model.labels
+        # a shared encoder reuses ``embeddings``
+        proba = neutral_inquiries(texts, self.model.predict_proba(texts, tokens), names)
+        labels = np.asarray(names)
+        idx = {lab: i for i, lab in enumerate(names)}
         p_neg, p_neu, p_pos = (proba[:, idx[k]] for k in ("neg", "neu", "pos"))
         sentiment = labels[proba.argmax(axis=1)].tolist() if len(texts) else []
         topics = self.topics_of(texts, tokens, embeddings)
         per_topic = topic_sentiments(texts, topics, proba,
-                                     lambda xs: neutral_inquiries(xs, self.model.predict_proba(xs), labels_),
-                                     self.topic_model, self.taxonomy, self.model.labels)
+                                     lambda xs: neutral_inquiries(xs, self.model.predict_proba(xs), names),
+                                     self.topic_model, self.taxonomy, names)
         emotions = self.emotions.classify_many(texts, sentiment)
         reasons = [detect_urgency(t) if s != "pos" else [] for t, s in zip(texts, sentiment, strict=True)]
         return {

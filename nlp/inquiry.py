@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from nlp.emotion import EmotionLexicon, default_emotion_lexicon
+from nlp.emotion import default_emotion_lexicon
 from nlp.taxonomy import _UniqueKeyLoader
 from nlp.urgency import default_urgency_rules
 
@@ -41,8 +41,7 @@ class InquiryRules:
     """Asking words and frames, A-not-A question words, complaint words."""
 
     def __init__(self, asks: Sequence[str], ask_patterns: Sequence[str], a_not_a: Sequence[str],
-                 complaint: Sequence[str], source: str = "<memory>",
-                 emotions: EmotionLexicon | None = None) -> None:
+                 complaint: Sequence[str], source: str = "<memory>") -> None:
         self.source = source
         for what, words in (("asks", asks), ("a_not_a", a_not_a), ("complaint", complaint)):
             for w in words:
@@ -56,7 +55,6 @@ class InquiryRules:
         self._patterns = patterns
         self._a_not_a = _alternation(a_not_a)
         self._complaint = _alternation(complaint)
-        self._emotions = emotions
 
     def asks(self, text: str) -> bool:
         return bool(text) and ((self._asks is not None and self._asks.search(text) is not None)
@@ -68,7 +66,7 @@ class InquiryRules:
             return True
         if default_urgency_rules().is_urgent(text):
             return True
-        scores, _ = (self._emotions or default_emotion_lexicon()).scores(plain)
+        scores, _ = default_emotion_lexicon().scores(plain)
         return any(scores[e] > 0 for e in _NEGATIVE_EMOTIONS)
 
     def is_plain_inquiry(self, text: str) -> bool:
