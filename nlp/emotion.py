@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from nlp.taxonomy import _UniqueKeyLoader
+from nlp.wordlists import alternation
 
 EMOTIONS = ("anger", "disappointment", "anxiety", "joy", "none")
 NONE = "none"
@@ -45,12 +46,6 @@ DEFAULT_NEGATION_FLIP = {"joy": "disappointment", "disappointment": "joy", "ange
 
 class EmotionLexiconError(ValueError):
     """An emotion lexicon that cannot be used; the message names the file and the problem."""
-
-
-def _alternation(words: Iterable[str], reverse: bool = False) -> str:
-    """One regex alternation, longest first (so the longest word wins at a position)."""
-    ws = sorted({w[::-1] if reverse else w for w in words}, key=lambda w: (-len(w), w))
-    return "|".join(map(re.escape, ws))
 
 
 class EmotionLexicon:
@@ -79,26 +74,26 @@ class EmotionLexicon:
                 self._entry[word] = (emotion, float(weight))
         for word in ignore:
             self._entry.setdefault(word, (_IGNORE, 0.0))
-        self._re = re.compile(_alternation(self._entry)) if self._entry else None
+        self._re = re.compile(alternation(self._entry)) if self._entry else None
 
         self._flip = dict(DEFAULT_NEGATION_FLIP if negation_flip is None else negation_flip)
         self._neg_factor = float(negation_factor)
         self._window = int(negation_window)
         # prefixes are matched reversed, anchored at the hit: "[gap]{0,2}negator" read backwards
-        gap = f"(?:{_alternation(negation_gap, reverse=True)}){{0,2}}" if negation_gap else ""
-        self._neg_re = re.compile(f"{gap}(?:{_alternation(negators, reverse=True)})") if negators else None
+        gap = f"(?:{alternation(negation_gap, reverse=True)}){{0,2}}" if negation_gap else ""
+        self._neg_re = re.compile(f"{gap}(?:{alternation(negators, reverse=True)})") if negators else None
         # "这不是骗人是什么": a rhetorical "不是 … 是什么 / 吗" asserts the word instead of negating it
-        self._rhetorical_re = re.compile(_alternation(negation_rhetorical)) if negation_rhetorical else None
+        self._rhetorical_re = re.compile(alternation(negation_rhetorical)) if negation_rhetorical else None
         self._degree = dict(degree or {})
-        self._deg_re = re.compile(_alternation(self._degree, reverse=True)) if self._degree else None
+        self._deg_re = re.compile(alternation(self._degree, reverse=True)) if self._degree else None
         self._suffix = dict(suffix or {})
-        self._suf_re = re.compile(_alternation(self._suffix)) if self._suffix else None
-        self._contrast_re = re.compile(_alternation(contrast)) if contrast else None
+        self._suf_re = re.compile(alternation(self._suffix)) if self._suffix else None
+        self._contrast_re = re.compile(alternation(contrast)) if contrast else None
         self._contrast_factor = float(contrast_factor)
         # a past marker discounts hits after it up to the end of its clause ("以前挺喜欢…, 现在…");
         # not after 比/如/跟/和/于 ("比以前方便" compares, it does not look back)
         clause = "[^,.!?;:。、…，！？；：]*"
-        self._past_re = re.compile(f"(?<![比如跟和于])(?:{_alternation(past)})({clause})") if past else None
+        self._past_re = re.compile(f"(?<![比如跟和于])(?:{alternation(past)})({clause})") if past else None
         self._past_factor = float(past_factor)
         self._excl_per_mark = float(exclamation_per_mark)
         self._excl_max = int(exclamation_max_marks)

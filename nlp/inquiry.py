@@ -23,6 +23,7 @@ import yaml
 from nlp.emotion import default_emotion_lexicon
 from nlp.taxonomy import _UniqueKeyLoader
 from nlp.urgency import default_urgency_rules
+from nlp.wordlists import alternation
 
 DEFAULT_INQUIRY_PATH = resources.files("nlp") / "resources" / "inquiry.yaml"
 _NEGATIVE_EMOTIONS = ("anger", "disappointment", "anxiety")
@@ -32,9 +33,8 @@ class InquiryRulesError(ValueError):
     """Inquiry rules that cannot be used; the message names the file and the problem."""
 
 
-def _alternation(words: Sequence[str]) -> re.Pattern[str] | None:
-    return re.compile("|".join(re.escape(w) for w in sorted(set(words), key=lambda w: (-len(w), w)))) \
-        if words else None
+def _compiled(words: Sequence[str]) -> re.Pattern[str] | None:
+    return re.compile(alternation(words)) if words else None
 
 
 class InquiryRules:
@@ -51,10 +51,10 @@ class InquiryRules:
             patterns = [re.compile(p) for p in ask_patterns]
         except (re.error, TypeError) as e:
             raise InquiryRulesError(f"inquiry rules {source}: ask_patterns: {e}") from e
-        self._asks = _alternation(asks)
+        self._asks = _compiled(asks)
         self._patterns = patterns
-        self._a_not_a = _alternation(a_not_a)
-        self._complaint = _alternation(complaint)
+        self._a_not_a = _compiled(a_not_a)
+        self._complaint = _compiled(complaint)
 
     def asks(self, text: str) -> bool:
         return bool(text) and ((self._asks is not None and self._asks.search(text) is not None)

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from nlp.taxonomy import _UniqueKeyLoader
+from nlp.wordlists import alternation
 
 URGENCY_CATEGORIES = ("escalation", "churn", "safety", "fraud")
 DEFAULT_URGENCY_PATH = resources.files("nlp") / "resources" / "urgency.yaml"
@@ -51,7 +52,7 @@ class UrgencyRules:
                 kept.append(word)
             self.rules[category] = tuple(kept)
         # longest first: the same boolean as any order, and the most specific word as evidence
-        self.pattern = "|".join(re.escape(w) for w in sorted(self._category, key=lambda w: (-len(w), w)))
+        self.pattern = alternation(self._category)
         self._re = re.compile(self.pattern) if self._category else None
 
     @property
