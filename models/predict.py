@@ -154,7 +154,7 @@ class Analyzer:
         sentiment = labels[proba.argmax(axis=1)].tolist() if len(texts) else []
         topics = self.topics_of(texts, tokens, embeddings)
         per_topic = topic_sentiments(texts, topics, proba,
-                                     lambda xs: neutral_inquiries(xs, self.model.predict_proba(xs), names),
+                                     lambda xs, ws: neutral_inquiries(xs, self.model.predict_proba(xs, ws), names),
                                      self.topic_model, self.taxonomy, names)
         emotions = self.emotions.classify_many(texts, sentiment)
         reasons = [detect_urgency(t) if s != "pos" else [] for t, s in zip(texts, sentiment, strict=True)]

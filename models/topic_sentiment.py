@@ -14,16 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
 from models.ensemble import blend
 from models.topics import TopicModel
-from nlp import Taxonomy
+from nlp import Taxonomy, default_segmenter
 from nlp.clauses import CONTRAST, split_clauses
 
 LABELS = ("neg", "neu", "pos")
 SHORT_CLAUSE = 6   # a selected clause this short takes the following clause along (its opinion)
+JOIN = "，"         # selected clauses are scored as one text, joined by this (a word of its own)
 
 
 @dataclass(frozen=True)
@@ -46,33 +48,39 @@ def _focus(clauses: list[str], selected: list[int]) -> list[int]:
 
 
 def topic_sentiments(texts: Sequence[str], topics: Sequence[Sequence[str]], doc_proba: np.ndarray,
-                     score: Callable[[list[str]], np.ndarray], topic_model: TopicModel | None,
+                     score: Callable[[list[str], list[list[str]]], np.ndarray], topic_model: TopicModel | None,
                      taxonomy: Taxonomy, labels: Sequence[str] = LABELS,
                      clause_weight: float | None = None) -> list[list[TopicSentiment]]:
     """Per row, one :class:`TopicSentiment` per topic in ``topics`` (same order).
 
     ``doc_proba`` holds the texts' own sentiment probabilities (columns in ``labels`` order);
-    ``score`` maps extra texts (selected clauses) to probabilities in the same layout. A topic read
+    ``score(texts, tokens)`` maps extra texts (selected clauses, with their words) to probabilities
+    in the same layout. Clauses are segmented once: the words of selected clauses joined by
+    :data:`JOIN` are their words joined by it (jieba cuts at punctuation), so no text is cut twice. A topic read
     from its clauses gets ``softmax(w·log p_clauses + (1 − w)·log p_text)``, ``w = clause_weight``
     (default: the topic model's, tuned on dev), so the text's context still counts."""
     w = clause_weight if clause_weight is not None else (topic_model.clause_weight if topic_model else 1.0)
     li = {lab: i for i, lab in enumerate(labels)}
     plan: list[list[tuple[str, int | None]]] = []     # per row: (topic, index into extra texts or None)
     extra: list[str] = []
+    extra_tokens: list[list[str]] = []
     clause_rows: list[tuple[int, list[str]]] = []
     for i, (text, keys) in enumerate(zip(texts, topics, strict=True)):
         if keys:
             clauses = split_clauses(text)
             if len(clauses) > 1:
                 clause_rows.append((i, clauses))
+    flat = [c for _, cs in clause_rows for c in cs]
+    flat_tokens = default_segmenter().cut_many(flat)
+    words_of: dict[int, list[list[str]]] = {}
     lexical: dict[int, np.ndarray] = {}
-    if topic_model is not None and clause_rows:
-        flat = [c for _, cs in clause_rows for c in cs]
-        p = topic_model.lexical_proba(flat)
-        pos = 0
-        for i, cs in clause_rows:
+    p = topic_model.lexical_proba(flat, flat_tokens) if topic_model is not None and flat else None
+    pos = 0
+    for i, cs in clause_rows:
+        words_of[i] = flat_tokens[pos:pos + len(cs)]
+        if p is not None:
             lexical[i] = p[pos:pos + len(cs)]
-            pos += len(cs)
+        pos += len(cs)
     clauses_of = dict(clause_rows)
     key_index = {k: j for j, k in enumerate(topic_model.keys)} if topic_model is not None else {}
     for i, keys in enumerate(topics):
@@ -100,9 +108,11 @@ def topic_sentiments(texts: Sequence[str], topics: Sequence[Sequence[str]], doc_
                 row.append((key, None))
             else:
                 row.append((key, len(extra)))
-                extra.append("，".join(clauses[c] for c in chosen))
+                extra.append(JOIN.join(clauses[c] for c in chosen))
+                words = words_of[i]
+                extra_tokens.append([*chain.from_iterable(words[c] + [JOIN] for c in chosen)][:-1])
         plan.append(row)
-    extra_proba = score(extra) if extra else np.zeros((0, len(labels)), np.float32)
+    extra_proba = score(extra, extra_tokens) if extra else np.zeros((0, len(labels)), np.float32)
     # every (row, topic) at once: the text's own probabilities, or their blend with its clauses'
     pairs = [(i, k) for i, row in enumerate(plan) for _, k in row]
     own = [n for n, (_, k) in enumerate(pairs) if k is None]

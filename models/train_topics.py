@@ -128,7 +128,7 @@ def _polarity_scores(texts: list[str], gold: list[list[tuple[str, str]]], sentim
                      taxonomy: Taxonomy) -> dict:
     doc = sentiment.predict_proba(texts)
     res = topic_sentiments(texts, [[k for k, _ in g] for g in gold], doc,
-                           lambda xs: sentiment.predict_proba(xs), model, taxonomy, sentiment.labels)
+                           sentiment.predict_proba, model, taxonomy, sentiment.labels)
     truth = [p for g in gold for _, p in g]
     pred = [t.sentiment for r in res for t in r]
     doc_pred = [sentiment.labels[int(doc[i].argmax())] for i, g in enumerate(gold) for _ in g]

@@ -196,12 +196,26 @@ def content_words(tokens: Iterable[str]) -> list[str]:
             and not _PLACEHOLDER_RE.fullmatch(t)]
 
 
+_KEYWORD_IDF: dict[str, float] = {}   # token → its IDF, 0.0 when it is no content word (bounded memo)
+_KEYWORD_IDF_SIZE = 200_000
+
+
+def _keyword_idf(token: str) -> float:
+    """IDF of ``token`` as a keyword, 0.0 when :func:`content_words` would drop it (memoised: the
+    same few thousand words make up most feedback)."""
+    w = _KEYWORD_IDF.get(token)
+    if w is None:
+        if len(_KEYWORD_IDF) >= _KEYWORD_IDF_SIZE:
+            _KEYWORD_IDF.clear()
+        idf, median = _idf()
+        w = _KEYWORD_IDF[token] = idf.get(token, median) if content_words((token,)) else 0.0
+    return w
+
+
 def keywords(tokens: Iterable[str], k: int = 5) -> list[str]:
     """Top ``k`` keywords of one tokenised text by TF × IDF (jieba's IDF table)."""
-    idf, median = _idf()
-    counts = Counter(content_words(tokens))
-    scored = sorted(counts.items(), key=lambda kv: (-kv[1] * idf.get(kv[0], median), kv[0]))
-    return [w for w, _ in scored[:k]]
+    scored = sorted((-n * w, t) for t, n in Counter(tokens).items() if (w := _keyword_idf(t)))
+    return [t for _, t in scored[:k]]
 
 
 def corpus_keywords(docs: Iterable[Iterable[str]], k: int = 8) -> list[str]:
