@@ -20,6 +20,9 @@ process's peak RSS, for:
                             ``quantize_dynamic`` (7-bit int8 weights per channel, the feed-forward
                             outputs' outlier channels split out into float32), cached beside it as
                             ``<version>-<layers>l.int8-v2.onnx``;
+- ``transformer-onnx-int8-intraop`` ``transformer-onnx-int8`` with one batch at a time on all
+                            ``--threads`` intra-op threads (``OnnxEncoder(lanes=1)``, the way it
+                            served before batches ran side by side, one thread each);
 - ``transformer-onnx-int8-v1`` the int8 scheme before that one, kept here only to compare in the same
                             run: 8-bit weights, feed-forward output projections float32, ONNX Runtime's
                             default (spinning) thread pool; cached as ``<version>-<layers>l.int8.onnx``.
@@ -61,15 +64,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "sentiment_serving.json"
 LENGTHS = (30, 60, 200)
 CONFIGS = ("baseline", "transformer-naive", "transformer", "transformer-int8", "transformer-onnx",
-           "transformer-onnx-int8", "transformer-onnx-int8-v1")
+           "transformer-onnx-int8", "transformer-onnx-int8-intraop", "transformer-onnx-int8-v1")
 ONNX_CONFIGS = {"transformer-onnx": "onnx", "transformer-onnx-int8": "onnx-int8",
+                "transformer-onnx-int8-intraop": "onnx-int8-intraop",
                 "transformer-onnx-int8-v1": "onnx-int8-v1"}   # config → backend
 VARIANTS = {"transformer-int8": "int8", "transformer-onnx": "onnx", "transformer-onnx-int8": "onnx-int8",
             "transformer-onnx-int8-v1": "onnx-int8-v1"}
 SPEEDUPS = {"length_bucketing": ("transformer", "transformer-naive"), "int8": ("transformer-int8", "transformer"),
             "onnx": ("transformer-onnx", "transformer"), "onnx_int8": ("transformer-onnx-int8", "transformer"),
             "onnx_int8_vs_onnx": ("transformer-onnx-int8", "transformer-onnx"),
-            "onnx_int8_vs_v1": ("transformer-onnx-int8", "transformer-onnx-int8-v1")}
+            "onnx_int8_vs_v1": ("transformer-onnx-int8", "transformer-onnx-int8-v1"),
+            "onnx_lanes": ("transformer-onnx-int8", "transformer-onnx-int8-intraop")}
 CURVE_LENGTH = 60
 
 
@@ -159,9 +164,15 @@ class V1Encoder:
 
 
 def load_for(model_path: Path, backend: str, quantize: bool = False):
-    """``load_sentiment_model`` for a backend, or the transformer served the v1 int8 way (``onnx-int8-v1``)."""
+    """``load_sentiment_model`` for a backend, or the transformer served the v1 int8 way (``onnx-int8-v1``),
+    or ONNX int8 one batch at a time (``onnx-int8-intraop``)."""
+    from models.onnx_serving import OnnxEncoder
     from models.registry import load_sentiment_model
     from models.transformer import cpu_threads
+    if backend == "onnx-int8-intraop":
+        model = load_sentiment_model(model_path, backend="onnx-int8")
+        model.onnx = OnnxEncoder(model.onnx.path, cpu_threads(), lanes=1)
+        return model
     if backend != "onnx-int8-v1":
         return load_sentiment_model(model_path, quantize=quantize, backend=backend)
     model = load_sentiment_model(model_path, backend="torch")
@@ -371,7 +382,8 @@ def main() -> int:
                 continue
             # exported (once per machine) in a child of its own, so that no timed child carries the exporter
             proc = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--export", m["path"]]
-                                  + (["--int8"] if "transformer-onnx-int8" in configs else [])
+                                  + (["--int8"] if {"transformer-onnx-int8", "transformer-onnx-int8-intraop"}
+                                     & set(configs) else [])
                                   + (["--v1"] if "transformer-onnx-int8-v1" in configs else [])
                                   + (["--data", str(args.data)] if args.data else []),
                                   capture_output=True, text=True, env=env, cwd=REPO_ROOT)

@@ -5,7 +5,8 @@ to an :class:`OnnxEncoder`: the encoder and its mean pooling (not the heads, so 
 ``proba_from_embeddings`` and a semantic topic model read the same embeddings as with torch) exported
 with ``torch.onnx.export`` (the TorchScript exporter, ``dynamo=False``: it needs ``onnx`` but not
 ``onnxscript``; opset 17, batch and sequence axes dynamic) and run by ONNX Runtime's CPU provider on
-:func:`models.transformer.cpu_threads` intra-op threads. Tokens, length-sorted batches and the
+:func:`models.transformer.cpu_threads` threads, one batch per thread side by side (see
+:class:`OnnxEncoder`). Tokens, length-sorted batches and the
 embedding memo stay those of the torch path; on 2 cores it serves the shipped transformer about twice
 as fast as torch fp32, probabilities within 2e-6 of its own (``benchmarks/sentiment_serving.py``).
 
@@ -43,6 +44,9 @@ import os
 import tempfile
 import time
 import warnings
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -250,22 +254,45 @@ class OnnxEncoder:
     """An ONNX Runtime session over an exported encoder: ``(input_ids, attention_mask)`` int64 arrays
     in, mean-pooled float32 embeddings out. Its intra-op threads sleep between operators instead of
     spinning: as fast on idle cores, and on cores shared with other work (CI, other services) the
-    spinning threads took the time the computing ones needed (about 20 % fewer docs/s under load)."""
+    spinning threads took the time the computing ones needed (about 20 % fewer docs/s under load).
 
-    def __init__(self, path: Path, threads: int) -> None:
+    :meth:`map` runs ``lanes`` batches at once (default: one per thread), each on ``threads // lanes``
+    intra-op threads: one session serves concurrent runs and releases the GIL while it computes.
+    The small matrix products of short texts split poorly over threads, so on 2 cores two batches
+    side by side on one thread each serve more documents per second than one batch on two threads
+    (``benchmarks/sentiment_serving.py``: ``transformer-onnx-int8`` against ``…-intraop``)."""
+
+    def __init__(self, path: Path, threads: int, lanes: int | None = None) -> None:
         ort = require_onnx()
+        self.lanes = max(1, min(threads, threads if lanes is None else lanes))
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = max(1, threads // self.lanes)
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = Path(path)
         self.threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="cxloop-onnx") if self.lanes > 1 else None
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feed = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
                 "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64)}
         return self.session.run([OUTPUT], feed)[0]
+
+    def map(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
+        """The embeddings of each ``(input_ids, attention_mask)`` batch, in order; up to ``lanes``
+        batches run at once (two per lane prepared ahead, so memory stays bounded)."""
+        if self._pool is None:
+            for ids, mask in batches:
+                yield self(ids, mask)
+            return
+        window: deque[Future[np.ndarray]] = deque()
+        for ids, mask in batches:
+            window.append(self._pool.submit(self, ids, mask))
+            if len(window) >= 2 * self.lanes:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
 
 
 def onnx_encoder(model, cache_root: Path, int8: bool = False) -> OnnxEncoder:

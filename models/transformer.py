@@ -184,14 +184,17 @@ class TransformerSentiment:
         ids = self.encode(texts)
         out = np.zeros((len(texts), self.net.encoder.config.hidden_size), dtype=np.float32)
         self.net.eval()
+        batches = list(length_batches([len(x) for x in ids], batch_size, max_tokens))
+        inputs = (self.collate([ids[i] for i in batch]) for batch in batches)
         with torch.inference_mode():
-            device = next(self.net.parameters()).device
-            for batch in length_batches([len(x) for x in ids], batch_size, max_tokens):
-                input_ids, mask = self.collate([ids[i] for i in batch])
-                if self.onnx is not None:
-                    out[batch] = self.onnx(input_ids.numpy(), mask.numpy())
-                else:
-                    out[batch] = self.net.pooled(input_ids.to(device), mask.to(device)).float().cpu().numpy()
+            if self.onnx is not None:   # several batches at once (OnnxEncoder.map)
+                results = self.onnx.map((input_ids.numpy(), mask.numpy()) for input_ids, mask in inputs)
+            else:
+                device = next(self.net.parameters()).device
+                results = (self.net.pooled(input_ids.to(device), mask.to(device)).float().cpu().numpy()
+                           for input_ids, mask in inputs)
+            for batch, pooled in zip(batches, results, strict=True):
+                out[batch] = pooled
                 if progress is not None:
                     progress(len(batch))
         if remember:

@@ -71,6 +71,22 @@ def test_onnx_embeddings_equal_torch_and_the_export_is_cached(tmp_path: Path, ti
     np.testing.assert_allclose(repaired.embed(TEXTS), fp32.embed(TEXTS), atol=1e-4)
 
 
+def test_batches_run_side_by_side_in_order(tmp_path: Path, tiny_model: Path, onnx_installed,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.onnx_serving import OnnxEncoder
+    monkeypatch.setenv("CXLOOP_THREADS", "2")
+    cache = tmp_path / "cache"
+    fp32 = load_sentiment_model(tiny_model, cache, backend="torch")
+    served = load_sentiment_model(tiny_model, cache, backend="onnx")
+    assert served.onnx.lanes == 2 and served.onnx.session.get_session_options().intra_op_num_threads == 1
+    texts = TEXTS * 5   # 30 batches of one text: more than the lanes' window of four
+    side_by_side = served.embed(texts, batch_size=1)
+    np.testing.assert_allclose(side_by_side, fp32.embed(texts), atol=1e-4)   # each row its own text
+    served.onnx = OnnxEncoder(served.onnx.path, 2, lanes=1)
+    assert served.onnx.session.get_session_options().intra_op_num_threads == 2
+    np.testing.assert_allclose(served.embed(texts, batch_size=1), side_by_side, atol=1e-6)
+
+
 def test_cxloop_serving_reaches_an_ensembles_transformer(tmp_path: Path, tiny_model: Path, onnx_installed,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from models.ensemble import EnsembleSentiment
