@@ -4,7 +4,9 @@
 praise nor a complaint, but sentiment models trained on reviews (where questions are rare) call
 many such texts negative, and then they count as unhappy customers and surface as topic
 candidates. ``is_plain_inquiry`` says which texts ask (an ``asks`` word or an ``ask_patterns``
-frame) without any complaint: no ``complaint`` word, no negative emotion word, no urgent word.
+frame) without any complaint: no ``complaint`` word, no negative emotion word, no urgent word, and
+no more than ``max_chars`` characters (a letter that mentions 询问 tells a story, and the stories
+customers write at length are mostly complaints worded politely).
 ``models.predict`` scores those neutral.
 
 The word lists live in ``nlp/resources/inquiry.yaml`` (data, not code).
@@ -38,11 +40,16 @@ def _compiled(words: Sequence[str]) -> re.Pattern[str] | None:
 
 
 class InquiryRules:
-    """Asking words and frames, A-not-A question words, complaint words."""
+    """Asking words and frames, A-not-A question words, complaint words, the longest plain inquiry."""
 
     def __init__(self, asks: Sequence[str], ask_patterns: Sequence[str], a_not_a: Sequence[str],
-                 complaint: Sequence[str], source: str = "<memory>") -> None:
+                 complaint: Sequence[str], source: str = "<memory>", max_chars: int | None = None) -> None:
         self.source = source
+        if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int)
+                                      or max_chars <= 0):
+            raise InquiryRulesError(f"inquiry rules {source}: max_chars must be a positive whole number, "
+                                    f"got {max_chars!r}")
+        self.max_chars = max_chars
         for what, words in (("asks", asks), ("a_not_a", a_not_a), ("complaint", complaint)):
             for w in words:
                 if not isinstance(w, str) or not w.strip():
@@ -71,11 +78,13 @@ class InquiryRules:
 
     def is_plain_inquiry(self, text: str) -> bool:
         """``text`` (normalised) asks something and voices no complaint."""
-        return self.asks(text) and not self.complains(text)
+        return ((self.max_chars is None or len(text) <= self.max_chars)
+                and self.asks(text) and not self.complains(text))
 
 
 def load_inquiry_rules(path: str | Path) -> InquiryRules:
-    """Read and validate an inquiry YAML file (``asks``, ``ask_patterns``, ``a_not_a``, ``complaint``)."""
+    """Read and validate an inquiry YAML file (``asks``, ``ask_patterns``, ``a_not_a``, ``complaint``,
+    ``max_chars``)."""
     p = Path(path)
     try:
         doc = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
@@ -84,11 +93,11 @@ def load_inquiry_rules(path: str | Path) -> InquiryRules:
     if not isinstance(doc, dict) or not isinstance(doc.get("asks"), list) \
             or not isinstance(doc.get("complaint"), list):
         raise InquiryRulesError(f"inquiry rules {p}: expected lists under 'asks' and 'complaint'")
-    unknown = set(doc) - {"asks", "ask_patterns", "a_not_a", "complaint"}
+    unknown = set(doc) - {"asks", "ask_patterns", "a_not_a", "complaint", "max_chars"}
     if unknown:
         raise InquiryRulesError(f"inquiry rules {p}: unknown section(s) {sorted(unknown)}")
     return InquiryRules(doc["asks"], doc.get("ask_patterns") or [], doc.get("a_not_a") or [], doc["complaint"],
-                        source=str(p))
+                        source=str(p), max_chars=doc.get("max_chars"))
 
 
 @lru_cache(maxsize=1)
