@@ -214,7 +214,9 @@ def _keyword_idf(token: str) -> float:
 
 def keywords(tokens: Iterable[str], k: int = 5) -> list[str]:
     """Top ``k`` keywords of one tokenised text by TF × IDF (jieba's IDF table)."""
-    scored = sorted((-n * w, t) for t, n in Counter(tokens).items() if (w := _keyword_idf(t)))
+    memo = _KEYWORD_IDF   # looked up inline: a function call per word cost as much as the rest
+    scored = sorted((-n * w, t) for t, n in Counter(tokens).items()
+                    if (w := memo[t] if t in memo else _keyword_idf(t)))
     return [t for _, t in scored[:k]]
 
 
