@@ -201,14 +201,13 @@ _KEYWORD_IDF_SIZE = 200_000
 
 
 def _keyword_idf(token: str) -> float:
-    """IDF of ``token`` as a keyword, 0.0 when :func:`content_words` would drop it (memoised: the
-    same few thousand words make up most feedback)."""
-    w = _KEYWORD_IDF.get(token)
-    if w is None:
-        if len(_KEYWORD_IDF) >= _KEYWORD_IDF_SIZE:
-            _KEYWORD_IDF.clear()
-        idf, median = _idf()
-        w = _KEYWORD_IDF[token] = idf.get(token, median) if content_words((token,)) else 0.0
+    """IDF of ``token`` as a keyword, 0.0 when :func:`content_words` would drop it, remembered in
+    ``_KEYWORD_IDF`` (the same few thousand words make up most feedback; :func:`keywords` reads the
+    memo itself and calls this on a miss)."""
+    if len(_KEYWORD_IDF) >= _KEYWORD_IDF_SIZE:
+        _KEYWORD_IDF.clear()
+    idf, median = _idf()
+    w = _KEYWORD_IDF[token] = idf.get(token, median) if content_words((token,)) else 0.0
     return w
 
 
