@@ -49,6 +49,19 @@ def test_rjieba_cuts_cx_texts_as_jieba_does() -> None:
         assert fast.cut(text) == ref.cut(text), text
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_cut_many_is_cut_of_each_text(engine: str) -> None:
+    """Texts are cut as one joined string: every text keeps exactly its own words, empty and
+    whitespace-only texts included, and a text holding the separator falls back to one call each."""
+    texts = [*AGREEMENT_TEXTS, "", "  ", "好", "ok!", "<EMAIL>已签收", "12.5%折扣 太贵了", "a b\tc"]
+    seg = Segmenter(engine=engine)
+    assert seg.cut_many(texts) == [seg.cut(t) for t in texts]
+    assert seg.cut_many(iter(texts[:3])) == [seg.cut(t) for t in texts[:3]]
+    odd = ["前\x00后", "快递很慢"]
+    assert seg.cut_many(odd) == [seg.cut(t) for t in odd]
+    assert seg.cut_many([]) == [] and seg.cut_many(["很好"]) == [seg.cut("很好")]
+
+
 def test_segmenter_engine_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CXLOOP_SEGMENTER", "rjieba")
     assert segmenter_engine() == "rjieba" and default_segmenter().engine == "rjieba"
