@@ -34,7 +34,7 @@ from pipelines import progress
 from pipelines.config import Settings, worker_count
 from pipelines.distributed import ClusterSettings, cluster_settings, staging_root, task_runner
 from pipelines.runs import input_state, logger, recorded_run, unchanged_result
-from pipelines.warehouse import Warehouse
+from pipelines.warehouse import HeldWriter, Warehouse
 
 BATCH_ROWS = 20_000      # rows per write transaction
 CHUNK_ROWS = 2_000       # at most this many rows per unit of work sent to a worker …
@@ -82,7 +82,7 @@ def _score_chunk(analyzer: Analyzer, chunk: tuple[list[str], list[str], str]) ->
     return enrich_batch(analyzer, ids, texts, run_id)
 
 
-def write_nlp(wh: Warehouse, batch: pa.Table) -> int:
+def write_nlp(wh: Warehouse | HeldWriter, batch: pa.Table) -> int:
     """Replace the NLP rows of a batch in one transaction (idempotent: a row another run stored in
     the meantime is replaced, not duplicated)."""
     with wh.transaction() as con:
@@ -125,12 +125,13 @@ def enrich_pending(db: str, home: str, model: str | None, run_id: str, batch_row
     work = ((c.column("feedback_id").to_pylist(), c.column("text").to_pylist(), run_id) for c in chunks)
     tables: list[pa.Table] = []
 
-    def flush() -> int:
-        n = write_nlp(wh, pa.concat_tables(tables)) if tables else 0
-        tables.clear()
-        return n
+    with AnalyzerPool(analyzer, n_workers) as pool, HeldWriter(wh) as writer:
 
-    with AnalyzerPool(analyzer, n_workers) as pool:
+        def flush() -> int:
+            n = write_nlp(writer, pa.concat_tables(tables)) if tables else 0
+            tables.clear()
+            return n
+
         if pool.workers > 1:
             log.info("enrich: %d worker processes", pool.workers)
         for table in pool.imap(_score_chunk, work):

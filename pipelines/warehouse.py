@@ -18,6 +18,7 @@ or ignore, upserts) are written as anti-joins and ``MERGE INTO``, the same on bo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import logging
@@ -351,17 +352,8 @@ class Warehouse:
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A writable connection inside one transaction: committed on success, rolled back on error."""
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            fault_point("begin")
-            try:
-                yield con
-                fault_point("before commit")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
-            fault_point("committed")
+        with self.connect() as con, _in_transaction(con):
+            yield con
 
     # -- schema ---------------------------------------------------------------------------------
     def _ddl(self, sql: str) -> str:
@@ -466,6 +458,76 @@ class Warehouse:
     def upsert_row(con: duckdb.DuckDBPyConnection, table: str, row: Mapping[str, object]) -> int:
         """:meth:`upsert_arrow` for one row given as a mapping of column → value."""
         return Warehouse.upsert_arrow(con, table, pa.Table.from_pylist([dict(row)]))
+
+
+@contextmanager
+def _in_transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One transaction on ``con``: committed on success, rolled back on error."""
+    con.execute("BEGIN TRANSACTION")
+    fault_point("begin")
+    try:
+        yield con
+        fault_point("before commit")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+    fault_point("committed")
+
+
+HOLD_SECONDS = 20.0   # how long a HeldWriter keeps the file before letting other processes in
+
+
+class HeldWriter:
+    """Write transaction after write transaction on one connection, for a flow that writes many
+    batches (``enrich``). Each batch is still its own short transaction, durable when committed; but
+    closing a DuckDB file checkpoints it, and the checkpoint rewrites the table's last, partly
+    filled row group and its key index: after every 20,000-row batch that cost 3–6× the insert,
+    and grew with the table. Held for up to ``max_seconds``, the file is checkpointed once per hold
+    instead (DuckDB's own checkpoint at a WAL size is raised to ``wal_limit`` meanwhile); then the
+    connection closes, so another writer or a reader waiting for the file gets its turn well
+    within ``CXLOOP_LOCK_TIMEOUT``. ``threads`` caps DuckDB's threads on it: beside busy scoring
+    processes one thread spends half the CPU time that two spend on the same checkpoint."""
+
+    def __init__(self, wh: Warehouse, max_seconds: float = HOLD_SECONDS, threads: int | None = 1,
+                 wal_limit: str = "256MB") -> None:
+        self.wh, self.max_seconds, self.threads, self.wal_limit = wh, max_seconds, threads, wal_limit
+        self._hold: contextlib.ExitStack | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._since = 0.0
+
+    def __enter__(self) -> HeldWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction on the held connection (opened first if needed); the connection is
+        closed after it once it has been held for ``max_seconds``."""
+        if self._con is None:
+            hold = contextlib.ExitStack()
+            con = hold.enter_context(self.wh.connect())
+            if self.threads:
+                con.execute(f"SET threads = {int(self.threads)}")
+            if not self.wh.lake:
+                con.execute(f"SET checkpoint_threshold = {_sql_str(self.wal_limit)}")
+            self._hold, self._con, self._since = hold, con, time.monotonic()
+        try:
+            with _in_transaction(self._con) as con:
+                yield con
+        except BaseException:
+            self.close()
+            raise
+        if time.monotonic() - self._since >= self.max_seconds:
+            self.close()
+
+    def close(self) -> None:
+        """Close the held connection (DuckDB checkpoints the file)."""
+        hold, self._hold, self._con = self._hold, None, None
+        if hold is not None:
+            hold.close()
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, names: Sequence[str], source: str, order: str,

@@ -11,7 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.warehouse import Warehouse, WarehouseError, WarehouseLockedError, cap_memory, migrations
+from pipelines.warehouse import (
+    HeldWriter,
+    Warehouse,
+    WarehouseError,
+    WarehouseLockedError,
+    cap_memory,
+    migrations,
+)
 
 
 def test_migrations_create_tables_and_views(tmp_path: Path) -> None:
@@ -84,6 +91,43 @@ def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
         Warehouse.insert_arrow(con, "topics", rows)
         raise RuntimeError("boom")
     assert wh.scalar("SELECT count(*) FROM topics") == 0
+
+
+def _topic(key: str) -> pa.Table:
+    return pa.table({"topic": [key], "name": [key], "stage": ["usage"], "team": ["t"], "keywords": [[key]]})
+
+
+def _opens(db: Path) -> bool:
+    """Whether another process can open the file now."""
+    probe = subprocess.run([sys.executable, "-c", f"import duckdb; duckdb.connect({str(db)!r}).close()"],
+                           capture_output=True, text=True)
+    return probe.returncode == 0
+
+
+def test_held_writer_commits_each_batch_and_lets_go_of_the_file(tmp_path: Path) -> None:
+    """``enrich`` writes its batches through one held connection: each batch is committed on its own
+    (a failed one leaves the others), the file stays held between batches, and it is released (and
+    checkpointed: no write-ahead log left) after ``max_seconds`` or on leaving the block."""
+    db = tmp_path / "cx.duckdb"
+    wh = Warehouse(db)
+    with HeldWriter(wh, max_seconds=3600) as writer:
+        with writer.transaction() as con:
+            Warehouse.insert_arrow(con, "topics", _topic("a"))
+        assert not _opens(db)                       # held between batches
+        with pytest.raises(RuntimeError), writer.transaction() as con:
+            Warehouse.insert_arrow(con, "topics", _topic("b"))
+            raise RuntimeError("boom")
+        assert _opens(db)                           # a failed batch lets go of the file
+        with writer.transaction() as con:
+            Warehouse.insert_arrow(con, "topics", _topic("c"))
+            assert con.execute("SELECT current_setting('threads')").fetchone() == (1,)
+    assert _opens(db) and not Path(f"{db}.wal").exists()
+    assert sorted(r["topic"] for r in wh.query("SELECT topic FROM topics").to_pylist()) == ["a", "c"]
+    with HeldWriter(wh, max_seconds=0) as writer:   # past its time after every batch: released each time
+        with writer.transaction() as con:
+            Warehouse.insert_arrow(con, "topics", _topic("d"))
+        assert _opens(db)
+    assert wh.scalar("SELECT count(*) FROM topics") == 3
 
 
 def test_reading_a_missing_warehouse_is_a_clear_error(tmp_path: Path) -> None:
