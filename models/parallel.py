@@ -1,4 +1,8 @@
-"""``Analyzer`` work spread over worker processes, for the CPU-bound baseline path.
+"""Work spread over forked worker processes, for the CPU-bound baseline path.
+
+:class:`ForkPool` runs a module-level function over many items on processes that inherit a shared
+state at the fork (ingest prepares blocks of records with it); :class:`AnalyzerPool` is the one
+that scores texts with an analyzer.
 
 jieba, the TF-IDF look-ups and the per-text rules are Python code that holds the GIL, so threads do
 not help; processes do. :class:`AnalyzerPool` forks its workers once (per ``enrich`` run) from a
@@ -25,14 +29,16 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.pool import AsyncResult, Pool
-from typing import TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from models.predict import Analyzer
+if TYPE_CHECKING:   # not imported at run time: ingest uses ForkPool without loading any model code
+    from models.predict import Analyzer
 
+S = TypeVar("S")
 T = TypeVar("T")
 R = TypeVar("R")
 
-_WORKER_ANALYZER: Analyzer | None = None   # set in the parent just before forking; the workers inherit it
+_WORKER_STATE: object = None   # set in the parent just before forking; the workers inherit it
 
 
 def usable_cores() -> int:
@@ -57,9 +63,9 @@ def _worker_init() -> None:
             ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _run(fn: Callable[[Analyzer, T], R], item: T) -> R:
-    assert _WORKER_ANALYZER is not None, "AnalyzerPool worker started without an analyzer"
-    return fn(_WORKER_ANALYZER, item)
+def _run(fn: Callable[[object, T], R], item: T) -> R:
+    assert _WORKER_STATE is not None, "ForkPool worker started without its state"
+    return fn(_WORKER_STATE, item)
 
 
 def warm_up(analyzer: Analyzer) -> None:
@@ -68,23 +74,25 @@ def warm_up(analyzer: Analyzer) -> None:
     analyzer.analyze(["快递很快，但是客服态度太差了，我要投诉12315！<PHONE>", "好评"])
 
 
-class AnalyzerPool:
-    """Run ``fn(analyzer, item)`` for many items on ``workers`` processes (or in-process).
+class ForkPool(Generic[S]):
+    """Run ``fn(state, item)`` for many items on ``workers`` forked processes (or in-process).
 
-    Use as a context manager; :meth:`imap` yields results in the order of the items."""
+    ``state`` (an analyzer, the settings of a file being prepared) is what every item needs: the
+    workers inherit it at the fork instead of receiving it with each item. Use as a context
+    manager; :meth:`imap` yields results in the order of the items. ``workers=1`` or a platform
+    without ``fork`` runs ``fn`` in-process."""
 
-    def __init__(self, analyzer: Analyzer, workers: int) -> None:
-        self.analyzer = analyzer
+    def __init__(self, state: S, workers: int) -> None:
+        self.state = state
         self.workers = max(1, int(workers))
-        if self.workers > 1 and not (parallel_safe(analyzer) and "fork" in mp.get_all_start_methods()):
+        if "fork" not in mp.get_all_start_methods():
             self.workers = 1
         self._pool: Pool | None = None
 
-    def __enter__(self) -> AnalyzerPool:
+    def __enter__(self) -> ForkPool[S]:
         if self.workers > 1:
-            global _WORKER_ANALYZER
-            warm_up(self.analyzer)
-            _WORKER_ANALYZER = self.analyzer
+            global _WORKER_STATE
+            _WORKER_STATE = self.state
             # objects that exist now are the parent's: the workers' garbage collector leaves them
             # alone, so their pages stay shared instead of being copied into every worker
             gc.freeze()
@@ -95,7 +103,7 @@ class AnalyzerPool:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        global _WORKER_ANALYZER
+        global _WORKER_STATE
         pool, self._pool = self._pool, None
         if pool is not None:
             if exc_type is None:
@@ -103,14 +111,14 @@ class AnalyzerPool:
             else:
                 pool.terminate()
             pool.join()
-            _WORKER_ANALYZER = None
+            _WORKER_STATE = None
 
-    def imap(self, fn: Callable[[Analyzer, T], R], items: Iterable[T]) -> Iterator[R]:
-        """``fn(analyzer, item)`` for each item, in order. ``fn`` must be a module-level function
+    def imap(self, fn: Callable[[S, T], R], items: Iterable[T]) -> Iterator[R]:
+        """``fn(state, item)`` for each item, in order. ``fn`` must be a module-level function
         (workers receive it by name). At most two items per worker are in flight."""
         if self._pool is None:
             for item in items:
-                yield fn(self.analyzer, item)
+                yield fn(self.state, item)
             return
         window: deque[AsyncResult] = deque()
         for item in items:
@@ -119,3 +127,18 @@ class AnalyzerPool:
                 yield window.popleft().get()
         while window:
             yield window.popleft().get()
+
+
+class AnalyzerPool(ForkPool["Analyzer"]):
+    """A :class:`ForkPool` over an analyzer: warmed up before the fork, and in-process for an
+    analyzer that runs a torch model (see the module doc)."""
+
+    def __init__(self, analyzer: Analyzer, workers: int) -> None:
+        super().__init__(analyzer, workers if parallel_safe(analyzer) else 1)
+        self.analyzer = analyzer
+
+    def __enter__(self) -> AnalyzerPool:
+        if self.workers > 1:
+            warm_up(self.analyzer)
+        super().__enter__()
+        return self

@@ -138,8 +138,8 @@ def prepare_prefect_env(settings: Settings) -> None:
 
 
 def worker_count() -> int:
-    """Processes that score texts in ``enrich`` (baseline model): ``CXLOOP_WORKERS``, else the cores
-    this process may use; ``1`` scores in-process."""
+    """Processes that score texts in ``enrich`` (baseline model) and prepare records in ``ingest``:
+    ``CXLOOP_WORKERS``, else the cores this process may use; ``1`` works in-process."""
     raw = os.environ.get("CXLOOP_WORKERS", "").strip()
     if raw:
         if not raw.isdigit() or int(raw) < 1:

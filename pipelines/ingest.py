@@ -1,8 +1,9 @@
 """The ``ingest`` flow: pull files → validate → normalise → redact → dedupe → ``feedback``.
 
 Each file is one transaction: its feedback rows, its quarantined rows and its ``source_files``
-record land together or not at all. Its records are prepared ``records.CHUNK_ROWS`` at a time and
-staged as Parquet in a temporary folder first, so memory does not grow with the file and the
+record land together or not at all. Its records are prepared ``records.CHUNK_ROWS`` at a time (by
+``CXLOOP_WORKERS`` processes for a file of more than a few thousand records) and staged as Parquet
+in a temporary folder first, so memory does not grow with the file and the
 warehouse is only held while the staged chunks load. A file whose bytes were ingested before is skipped (the
 watermark is the content hash), and a record seen before is ignored by its ``feedback_id``, so
 ingesting the same data twice adds nothing.

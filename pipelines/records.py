@@ -10,17 +10,21 @@ or is counted as a duplicate of a record in the same file.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 
+from models.parallel import ForkPool
 from nlp import dedup_key, normalize_text, redact
+from pipelines.config import worker_count
 from pipelines.sources import RawRow, SourceError, SourceFile, has_undecodable, mark_undecodable
 
 UNDATED_FLAGS = ("created_at_missing", "created_at_invalid")   # created_at is the ingest time, not the customer's
@@ -247,57 +251,65 @@ def prepare_file(src: SourceFile, source: str, columns: ColumnMap, *, run_id: st
 CHUNK_ROWS = 50_000   # records prepared (and stored, by ingest) at a time: memory stays flat however long the file
 
 
-def prepare_chunks(src: SourceFile, source: str, columns: ColumnMap, *, run_id: str, salt: bytes,
-                   default_channel: str | None = None, now: datetime | None = None,
-                   chunk_rows: int = CHUNK_ROWS) -> Iterator[Prepared]:
-    """:func:`prepare_file` ``chunk_rows`` records at a time (duplicates are still found across the
-    whole file); each :class:`Prepared` counts its own records only."""
-    now = now or datetime.now()
-    mapping = columns.resolve(src)
-    channel_default = default_channel or "unknown"
+BLOCK_ROWS = 2_000          # records per unit of work for a worker process
+PARALLEL_MIN_BLOCKS = 3     # a file of fewer blocks is prepared in-process (forking would cost more)
+
+
+@dataclass(frozen=True)
+class _FileContext:
+    """What every record of one file needs (worker processes inherit it when they are forked)."""
+
+    source: str
+    source_stored: str | None
+    mapping: dict[str, str]
+    channel_default: str
+    encoding: str
+    run_id: str
+    salt: bytes
+    now: datetime
+
+
+@dataclass
+class _Block:
+    """Records prepared on their own, duplicates not yet looked for (that needs the whole file, in
+    order). Per record, ``outcome`` is the index of its row in ``feedback`` (and in ``ids``,
+    ``key_hashes``, ``source_ids``, ``flags``), or ``-1 - i`` when it was quarantined with
+    ``quarantined[i]`` (reason, payload)."""
+
+    feedback: pa.Table
+    ids: list[str]
+    key_hashes: list[int]
+    source_ids: list[str | None]
+    flags: list[list[str]]
+    outcome: list[int]
+    quarantined: list[tuple[str, str]]
+
+
+_CATEGORIES: dict[object, str | None] = {}   # channel, product: a handful of values on thousands of rows
+
+
+def _category(value: object) -> str | None:
+    """A low-cardinality field as stored (normalised, redacted), worked out once per value."""
+    if type(value) not in (str, int, float):   # None, lists, dicts: not worth keeping (or unhashable)
+        return _redacted(_clean_str(value))
+    if value not in _CATEGORIES:
+        if len(_CATEGORIES) >= 10_000:
+            _CATEGORIES.clear()
+        _CATEGORIES[value] = _redacted(_clean_str(value))
+    return _CATEGORIES[value]
+
+
+def _prepare_block(ctx: _FileContext, rows: list[RawRow]) -> _Block:
+    """Validate, normalise, redact and key each record of ``rows`` (in a worker, or in-process)."""
+    mapping = ctx.mapping
+    block = _Block(FEEDBACK_SCHEMA.empty_table(), [], [], [], [], [], [])
     fb_rows: list[dict] = []
-    q_rows: list[dict] = []
-    seen: dict[str, int] = {}   # id → hash of its text key (not the text: a long file's ids stay small)
-    duplicates = 0
-    flagged: dict[str, int] = {}
-    reasons: dict[str, int] = {}
-
-    short: dict[object, str | None] = {}   # channel, product: a handful of values on thousands of rows
-
-    def category(value: object) -> str | None:
-        """A low-cardinality field as stored (normalised, redacted), worked out once per value."""
-        if type(value) not in (str, int, float):   # None, lists, dicts: not worth keeping (or unhashable)
-            return _redacted(_clean_str(value))
-        if value not in short:
-            if len(short) >= 10_000:
-                short.clear()
-            short[value] = _redacted(_clean_str(value))
-        return short[value]
-
-    source_stored = _redacted(source)
 
     def quarantine(row: RawRow, reason: str) -> None:
-        kind = reason.split(":")[0]
-        reasons[kind] = reasons.get(kind, 0) + 1
-        q_rows.append({"quarantine_id": _hash("q", source, row.locator, reason), "source": source,
-                       "locator": row.locator, "reason": reason, "payload": safe_payload(row),
-                       "run_id": run_id, "quarantined_at": now})
+        block.outcome.append(-1 - len(block.quarantined))
+        block.quarantined.append((reason, safe_payload(row)))
 
-    read = 0
-
-    def chunk() -> Prepared:
-        nonlocal duplicates, flagged, reasons, read
-        out = Prepared(pa.Table.from_pylist(fb_rows, schema=FEEDBACK_SCHEMA),
-                       pa.Table.from_pylist(q_rows, schema=QUARANTINE_SCHEMA), duplicates, flagged, reasons, read)
-        fb_rows.clear()
-        q_rows.clear()
-        duplicates, flagged, reasons, read = 0, {}, {}, 0
-        return out
-
-    for row in src.rows:
-        if read == chunk_rows:
-            yield chunk()
-        read += 1
+    for row in rows:
         if row.error or row.fields is None:
             quarantine(row, row.error or "unreadable record")
             continue
@@ -307,7 +319,7 @@ def prepare_chunks(src: SourceFile, source: str, columns: ColumnMap, *, run_id: 
             quarantine(row, f"missing text field {mapping['text']!r}")
             continue
         if any(has_undecodable(v) for v in row.fields.values()):
-            quarantine(row, f"undecodable bytes (file read as {src.encoding})")
+            quarantine(row, f"undecodable bytes (file read as {ctx.encoding})")
             continue
         text = normalize_text("" if raw_text is None else str(raw_text))
         if not text:
@@ -322,8 +334,8 @@ def prepare_chunks(src: SourceFile, source: str, columns: ColumnMap, *, run_id: 
         if created is None:
             has_value = "created_at" in mapping and _clean_str(get(mapping["created_at"])) is not None
             flags.append("created_at_invalid" if has_value else "created_at_missing")
-            created = now
-        elif created > now + timedelta(days=1):
+            created = ctx.now
+        elif created > ctx.now + timedelta(days=1):
             flags.append("created_at_future")
         rating, ok = parse_score(get(mapping["rating"]), 1, 5) if "rating" in mapping else (None, True)
         if not ok:
@@ -333,30 +345,112 @@ def prepare_chunks(src: SourceFile, source: str, columns: ColumnMap, *, run_id: 
             flags.append("nps_invalid")
         sid = _clean_str(get(mapping["source_id"])) if "source_id" in mapping else None
         key = dedup_key(red.text, normalized=True)
-        fid = feedback_id(source, sid, key)
-        if fid in seen:
-            if seen[fid] == hash(key):
-                duplicates += 1
-            else:
-                quarantine(row, f"duplicate id {_redacted(sid)!r} with a different text")
-            continue
-        seen[fid] = hash(key)
+        fid = feedback_id(ctx.source, sid, key)
         cust = _clean_str(get(mapping["customer_id"])) if "customer_id" in mapping else None
-        for f in flags:
-            flagged[f] = flagged.get(f, 0) + 1
         extra = {k: v for k, v in row.fields.items() if k not in mapping.values()}
+        block.outcome.append(len(fb_rows))
+        block.ids.append(fid)
+        block.key_hashes.append(hash(key))   # workers are forked: the same string hashes alike in each
+        block.source_ids.append(sid)
+        block.flags.append(flags)
         fb_rows.append({
             # the id is hashed from the original values; what is stored is redacted
-            "feedback_id": fid, "source": source_stored, "source_id": _redacted(sid), "created_at": created,
-            "channel": (category(get(mapping["channel"])) if "channel" in mapping else None)
-                       or _redacted(channel_default),
-            "product": category(get(mapping["product"])) if "product" in mapping else None,
-            "customer_key": pseudonymise(cust, salt) if cust else None,
+            "feedback_id": fid, "source": ctx.source_stored, "source_id": _redacted(sid), "created_at": created,
+            "channel": (_category(get(mapping["channel"])) if "channel" in mapping else None)
+                       or _redacted(ctx.channel_default),
+            "product": _category(get(mapping["product"])) if "product" in mapping else None,
+            "customer_key": pseudonymise(cust, ctx.salt) if cust else None,
             "rating": rating, "nps": nps, "text": red.text, "text_key": key,
             "pii_found": json.dumps(red.found) if red.found else None, "flags": flags,
-            "meta": _meta_json(extra), "ingested_at": now, "run_id": run_id,
+            "meta": _meta_json(extra), "ingested_at": ctx.now, "run_id": ctx.run_id,
         })
+    block.feedback = pa.Table.from_pylist(fb_rows, schema=FEEDBACK_SCHEMA)
+    return block
+
+
+def prepare_chunks(src: SourceFile, source: str, columns: ColumnMap, *, run_id: str, salt: bytes,
+                   default_channel: str | None = None, now: datetime | None = None,
+                   chunk_rows: int = CHUNK_ROWS, workers: int | None = None) -> Iterator[Prepared]:
+    """:func:`prepare_file` ``chunk_rows`` records at a time (duplicates are still found across the
+    whole file); each :class:`Prepared` counts its own records only.
+
+    Records are prepared ``BLOCK_ROWS`` at a time by ``workers`` processes (default
+    ``CXLOOP_WORKERS``; a file of fewer than ``PARALLEL_MIN_BLOCKS`` blocks in-process): the per-record
+    work (normalise, redact, parse, key) is Python that holds the GIL. This process reads the
+    records, and finds duplicates in the order of the file, so the result does not depend on the
+    number of workers (``tests/test_sources_records.py``)."""
+    now = now or datetime.now()
+    ctx = _FileContext(source, _redacted(source), columns.resolve(src), default_channel or "unknown",
+                       src.encoding, run_id, salt, now)
+    seen: dict[str, int] = {}   # id → hash of its text key (not the text: a long file's ids stay small)
+    parts: list[tuple[pa.Table, list[int]]] = []   # this chunk's stored rows: (a block's rows, which)
+    q_rows: list[dict] = []
+    duplicates = 0
+    flagged: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    read = 0
+
+    def quarantine(row: RawRow, reason: str, payload: str | None = None) -> None:
+        kind = reason.split(":")[0]
+        reasons[kind] = reasons.get(kind, 0) + 1
+        q_rows.append({"quarantine_id": _hash("q", source, row.locator, reason), "source": source,
+                       "locator": row.locator, "reason": reason,
+                       "payload": safe_payload(row) if payload is None else payload,
+                       "run_id": run_id, "quarantined_at": now})
+
+    def chunk() -> Prepared:
+        nonlocal duplicates, flagged, reasons, read
+        tables = [table.take(rows) for table, rows in parts if rows]
+        out = Prepared(pa.concat_tables(tables) if tables else FEEDBACK_SCHEMA.empty_table(),
+                       pa.Table.from_pylist(q_rows, schema=QUARANTINE_SCHEMA), duplicates, flagged, reasons, read)
+        parts.clear()
+        q_rows.clear()
+        duplicates, flagged, reasons, read = 0, {}, {}, 0
+        return out
+
+    blocks = _record_blocks(src.rows)
+    first = list(itertools.islice(blocks, PARALLEL_MIN_BLOCKS))
+    n = (worker_count() if workers is None else workers) if len(first) == PARALLEL_MIN_BLOCKS else 1
+    in_flight: deque[list[RawRow]] = deque()
+
+    def submitted() -> Iterator[list[RawRow]]:
+        for rows in itertools.chain(first, blocks):
+            in_flight.append(rows)
+            yield rows
+
+    with ForkPool(ctx, n) as pool:
+        for block in pool.imap(_prepare_block, submitted()):
+            rows = in_flight.popleft()
+            keep = []
+            parts.append((block.feedback, keep))
+            for i, row in enumerate(rows):
+                if read == chunk_rows:
+                    yield chunk()
+                    keep = []
+                    parts.append((block.feedback, keep))
+                read += 1
+                o = block.outcome[i]
+                if o < 0:
+                    quarantine(row, *block.quarantined[-1 - o])
+                    continue
+                fid = block.ids[o]
+                if fid in seen:
+                    if seen[fid] == block.key_hashes[o]:
+                        duplicates += 1
+                    else:
+                        quarantine(row, f"duplicate id {_redacted(block.source_ids[o])!r} with a different text")
+                    continue
+                seen[fid] = block.key_hashes[o]
+                for f in block.flags[o]:
+                    flagged[f] = flagged.get(f, 0) + 1
+                keep.append(o)
     yield chunk()
+
+
+def _record_blocks(rows: Iterable[RawRow]) -> Iterator[list[RawRow]]:
+    it = iter(rows)
+    while block := list(itertools.islice(it, BLOCK_ROWS)):
+        yield block
 
 
 def _meta_json(extra: dict[str, object]) -> str | None:

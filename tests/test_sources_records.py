@@ -163,3 +163,50 @@ def test_a_file_is_read_as_its_records_are_iterated(tmp_path: Path) -> None:
     src = read_file(lines)
     assert src.columns == ["text", "渠道"]  # every key any line has, found before the records are prepared
     assert [r.locator for r in src.rows] == ["j.jsonl:1", "j.jsonl:3"]
+
+
+def test_parallel_preparation_gives_the_serial_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records are prepared in blocks by worker processes while this process finds duplicates in
+    file order: every table and count equals the in-process result, for the sample data, the
+    bad-input corpus, and a file whose duplicates (the same text, or the same id with another
+    text) fall in other blocks and across chunk boundaries."""
+    from fixtures.bad_input import make_corpus
+
+    import pipelines.records as records
+
+    monkeypatch.setattr(records, "BLOCK_ROWS", 4)            # tiny blocks: every file of a dozen records forks
+    monkeypatch.setattr(records, "PARALLEL_MIN_BLOCKS", 2)
+    make_corpus(tmp_path / "bad")
+    dup = tmp_path / "dup.csv"
+    lines = [f"{i % 9},2026-10-{1 + i % 28:02d},hotline,{1 + i % 5},第{i % 9}个问题"
+             + ("，换了说法" if i % 13 == 5 else "") for i in range(60)]
+    lines += ["x,2026-10-01,hotline,9,", "y,not a date,hotline,2,<PHONE> 13812345678 还没回电"]
+    dup.write_text(HEADER + "\n".join(lines) + "\n", encoding="utf-8")
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample"
+    files = [dup, *sorted(sample.iterdir()), *sorted((tmp_path / "bad").rglob("*.*"))]
+    compared = 0
+
+    def prep(src, name: str, workers: int):
+        return list(records.prepare_chunks(src, name, ColumnMap(), run_id="r1", salt=b"s",
+                                           now=datetime(2026, 11, 1, 12), chunk_rows=7, workers=workers))
+
+    for path in files:
+        if path.suffix not in (".csv", ".jsonl", ".parquet", ".xlsx", ".json", ".txt", ".tsv"):
+            continue
+        try:
+            src_a, src_b = read_file(path), read_file(path)
+        except SourceError:
+            continue
+        try:
+            serial = prep(src_a, path.stem, 1)
+        except SourceError:
+            continue
+        parallel = prep(src_b, path.stem, 2)
+        assert len(serial) == len(parallel), path
+        for a, b in zip(serial, parallel, strict=True):
+            assert a.feedback.equals(b.feedback) and a.quarantine.equals(b.quarantine), path
+            assert (a.duplicates, a.flagged, a.reasons, a.read) == (b.duplicates, b.flagged, b.reasons, b.read), path
+        compared += sum(p.read for p in serial)
+    d = _prep(dup)
+    assert d.duplicates > 30 and "duplicate id" in " ".join(d.quarantine.column("reason").to_pylist())
+    assert compared > 300
