@@ -31,9 +31,11 @@ a re-run updates an item's evidence and priority but never its status, owner or 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 from prefect import flow, task
 
@@ -44,7 +46,7 @@ from pipelines.backlog import CHANNEL_NAMES, backlog_item_id  # noqa: F401 - re-
 from pipelines.config import LoopConfig, Settings
 from pipelines.records import dated_sql
 from pipelines.runs import input_state, logger, recorded_run, unchanged_result
-from pipelines.warehouse import Warehouse
+from pipelines.warehouse import Warehouse, sql_str
 
 PRIOR_MENTIONS = 10  # m: weight of the prior in the smoothed negative rate, in mentions
 TREND_PSEUDO = 3     # pseudo-mentions added to the trailing average in the trend
@@ -53,10 +55,13 @@ PERIODS = ("day", "week", "month")
 TRAILING = {"day": 7, "week": 4, "month": 3}  # k: periods in the trailing average of the trend
 # mentions one statement of the cube aggregates at most (memory grows with them; see chunk_plan)
 CHUNK_MENTIONS = 100_000
-# one row per (feedback, topic) with the topic's own polarity, built once per run into a temporary table
-# that the statement of each period kind reads
+# one row per (feedback, topic) with the topic's own polarity, written once per run to a Parquet file in
+# topic and time order, which every chunk's statement reads (view ``pp_base``): a chunk reads the row
+# groups of its topics and periods only, and none of it stays in DuckDB's memory between statements
+# (as a temporary table, 1M rows' mentions filled half of a 512 MB cap and the largest cell's statement
+# ran out of memory)
 MENTIONS_SQL = """
-CREATE OR REPLACE TEMP TABLE pp_base AS
+COPY (
 WITH mentions AS (
     SELECT f.feedback_id, f.created_at, f.channel, coalesce(nullif(trim(f.product), ''), 'unknown') AS product,
            -- no text here: a quote's text is joined for the three chosen per cell only (memory: the
@@ -72,10 +77,20 @@ WITH mentions AS (
       -- a row stamped with its ingest time (no usable customer time) belongs to no period
       AND {dated}
 )
--- a review that praises delivery and condemns quality counts as negative for product_quality only
-SELECT * EXCLUDE (ts, text_urgent), ts.topic AS topic, ts.sentiment AS sentiment,
-       text_urgent AND ts.sentiment = 'neg' AS urgent
+-- a review that praises delivery and condemns quality counts as negative for product_quality only;
+-- what picks quotes and keywords is kept for negative mentions only (the others never need it, and
+-- it is most of the table's memory: 1M rows used to leave too little for the largest cell's statement)
+SELECT created_at, channel, product, customer_key, ts.topic AS topic, ts.sentiment AS sentiment,
+       text_urgent AND ts.sentiment = 'neg' AS urgent,
+       CASE WHEN ts.sentiment = 'neg' THEN feedback_id END AS feedback_id,
+       CASE WHEN ts.sentiment = 'neg' THEN quotable END AS quotable,
+       CASE WHEN ts.sentiment = 'neg' THEN text_hash END AS text_hash,
+       CASE WHEN ts.sentiment = 'neg' THEN has_pii END AS has_pii,
+       CASE WHEN ts.sentiment = 'neg' THEN sentiment_score END AS sentiment_score,
+       CASE WHEN ts.sentiment = 'neg' THEN keywords END AS keywords
 FROM mentions
+ORDER BY topic, created_at
+) TO {path} (FORMAT parquet)
 """.replace("{dated}", dated_sql("f"))
 
 PAIN_POINTS_SQL = """
@@ -149,7 +164,8 @@ kwc AS (
                             (period, period_start, topic, product, k), (period, period_start, topic, k))
 ),
 kw AS (
-    SELECT period, period_start, topic, channel, product, list(k ORDER BY c DESC, k)[1:8] AS keywords
+    -- the 8 most said (a top-N aggregate: an ordered list of every keyword of a large cell did not fit)
+    SELECT period, period_start, topic, channel, product, min_by(k, (-c, k), 8) AS keywords
     FROM kwc GROUP BY ALL
 ),
 cand AS (
@@ -163,17 +179,17 @@ cand AS (
             AND (a.channel = '*' OR a.channel = r.channel) AND (a.product = '*' OR a.product = r.product)
     WHERE a.neg_count > 0 AND ($lo IS NULL OR a.period_start >= $lo)
 ),
-distinct_texts AS (
-    SELECT DISTINCT ON (period, period_start, topic, channel, product, text_hash) *
-    FROM cand
-    ORDER BY period, period_start, topic, channel, product, text_hash, urgent DESC, has_pii, typical DESC, feedback_id
+distinct_texts AS (   -- a window, not DISTINCT ON: that kept the whole of a large cell in memory
+    SELECT * FROM cand
+    QUALIFY row_number() OVER (PARTITION BY period, period_start, topic, channel, product, text_hash
+                               ORDER BY urgent DESC, has_pii, typical DESC, feedback_id) = 1
 ),
 quotes AS (
     -- urgent first; diverse: the best quote of each leading keyword comes before any second one;
     -- typical: more of the cell's top keywords first; PII-free: redacted texts last
     SELECT period, period_start, topic, channel, product,
-           list(feedback_id ORDER BY urgent DESC, nth, has_pii, typical DESC, quotable DESC, sentiment_score,
-                feedback_id)[1:3] AS quote_ids
+           min_by(feedback_id, (NOT urgent, nth, has_pii, -typical, NOT quotable, sentiment_score, feedback_id), 3)
+               AS quote_ids
     FROM (SELECT *, row_number() OVER (PARTITION BY period, period_start, topic, channel, product, lead
                                        ORDER BY urgent DESC, has_pii, typical DESC, quotable DESC,
                                                 sentiment_score, feedback_id) AS nth
@@ -273,9 +289,11 @@ def compute_pain_points(wh: Warehouse, model_version: str, run_id: str, top_n: i
                         min_negative: int = 3, chunk_mentions: int = CHUNK_MENTIONS) -> dict:
     """Recompute ``pain_points`` and upsert the latest week's top ones into ``backlog``."""
     now = datetime.now()
-    with wh.transaction() as con:
+    with wh.transaction() as con, tempfile.TemporaryDirectory(prefix="cxloop-mentions-") as tmp:
         con.execute("DELETE FROM pain_points")
-        con.execute(MENTIONS_SQL, {"model_version": model_version})
+        mentions = sql_str(str(Path(tmp) / "mentions.parquet"))
+        con.execute(MENTIONS_SQL.replace("{path}", mentions), {"model_version": model_version})
+        con.execute(f"CREATE OR REPLACE TEMP VIEW pp_base AS SELECT * FROM read_parquet({mentions})")
         p0 = con.execute("SELECT coalesce(avg(CAST(sentiment = 'neg' AS DOUBLE)), 0.5) FROM pp_base").fetchone()[0]
         for period in PERIODS:
             counts = con.execute("SELECT topic, CAST(date_trunc($period, created_at) AS DATE) AS s, count(*) "
@@ -289,7 +307,7 @@ def compute_pain_points(wh: Warehouse, model_version: str, run_id: str, top_n: i
                              "first_start": min(s for _, s, _ in counts),
                              "topics": list(chunk.topics) if chunk.topics else None, "lo": chunk.lo,
                              "hi": chunk.hi, "context": context_start(period, chunk.lo)})
-        con.execute("DROP TABLE pp_base")
+        con.execute("DROP VIEW pp_base")
         n_points = con.execute("SELECT count(*) FROM pain_points").fetchone()[0]
         latest = con.execute("SELECT max(period_start) FROM pain_points WHERE period = 'week'").fetchone()[0]
         top = con.execute(TOP_SQL, [latest, min_negative, top_n]).to_arrow_table()

@@ -76,8 +76,8 @@ LAKE_EXTRA = "cxloop[lake]"
 _URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*://")  # s3://, gs://, az://, https://
 
 
-def _sql_str(text: str) -> str:
-    """A SQL string literal (ATTACH and LOAD take no parameters)."""
+def sql_str(text: str) -> str:
+    """A SQL string literal, for what takes no parameters (ATTACH, LOAD, the file of a COPY)."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -135,11 +135,11 @@ class Lake:
         if data_path:
             if not _URL_RE.match(data_path) and not data_path.endswith("/"):
                 data_path += "/"
-            options.append(f"DATA_PATH {_sql_str(data_path)}")
+            options.append(f"DATA_PATH {sql_str(data_path)}")
         if read_only:
             options.append("READ_ONLY")
         suffix = f" ({', '.join(options)})" if options else ""
-        return f"ATTACH {_sql_str(LAKE_PREFIX + self.catalog)} AS {LAKE_ALIAS}{suffix}"
+        return f"ATTACH {sql_str(LAKE_PREFIX + self.catalog)} AS {LAKE_ALIAS}{suffix}"
 
 
 _TOKEN_RE = re.compile(r"'(?:[^']|'')*'|--[^\n]*")  # a string literal or a comment, whichever starts first
@@ -298,7 +298,7 @@ class Warehouse:
             return duckdb.connect(str(self.path), read_only=read_only, config=self.config)
         con = duckdb.connect(config=self.config)  # in memory: the lake is attached to it
         try:
-            con.execute(f"LOAD {_sql_str(str(ducklake_extension()))}")
+            con.execute(f"LOAD {sql_str(str(ducklake_extension()))}")
             con.execute(self.lake.attach_sql(read_only, creating=not self.exists()))
             con.execute(f"USE {LAKE_ALIAS}")
         except BaseException:
@@ -421,7 +421,7 @@ class Warehouse:
         if not files:
             return 0
         names = pq.read_schema(files[0]).names
-        listed = ", ".join(_sql_str(str(f)) for f in files)
+        listed = ", ".join(sql_str(str(f)) for f in files)
         source = (f"(SELECT *, list_position([{listed}], filename) AS _cx_file, file_row_number AS _cx_row "
                   f"FROM read_parquet([{listed}], filename = true, file_row_number = true))")
         return _insert(con, table, names, source, "_cx_file, _cx_row", on_conflict)
@@ -512,7 +512,7 @@ class HeldWriter:
             if self.threads:
                 con.execute(f"SET threads = {int(self.threads)}")
             if not self.wh.lake:
-                con.execute(f"SET checkpoint_threshold = {_sql_str(self.wal_limit)}")
+                con.execute(f"SET checkpoint_threshold = {sql_str(self.wal_limit)}")
             self._hold, self._con, self._since = hold, con, time.monotonic()
         try:
             with _in_transaction(self._con) as con:
