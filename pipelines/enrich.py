@@ -8,8 +8,9 @@ the next run picks up the rest.
 With the baseline model the texts are scored by ``CXLOOP_WORKERS`` processes (default: the cores
 this process may use; ``models.parallel``), forked once per run, in chunks of 1,000–2,000 rows
 (fewer than two chunks pending: in-process); the writes stay in this process, in Arrow batches of
-``BATCH_ROWS`` rows, in the rows' order. A run with workers stores exactly the rows a serial run
-stores (``tests/test_speed.py``).
+``BATCH_ROWS`` rows, in the rows' order, through one connection held for up to
+``warehouse.HOLD_SECONDS`` at a time (``warehouse.HeldWriter``: a checkpoint per hold, not per
+batch). A run with workers stores exactly the rows a serial run stores (``tests/test_speed.py``).
 
 With ``CXLOOP_DASK_ADDRESS`` or ``CXLOOP_DASK_WORKERS`` set, the scoring fans out over a Dask
 cluster instead, partition by partition, through Prefect's ``DaskTaskRunner``; this process stays
