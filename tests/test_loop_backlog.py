@@ -199,3 +199,46 @@ def test_chunk_plan_packs_topics_and_splits_a_big_one_by_consecutive_periods() -
     assert set(chunk_plan(counts, limit=10)) == {Chunk(("a", "b")), Chunk(("c",), d[0], d[1]),
                                                   Chunk(("c",), d[2], d[3])}
     assert set(chunk_plan([("a", d[0], 50), ("b", d[1], 1)], limit=10)) == {Chunk(("a",), d[0], d[0]), Chunk(("b",))}
+
+
+def test_a_cell_too_big_to_split_is_computed_within_a_small_memory_cap(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """No chunk plan can split one (topic, period) cell: at 1M rows one month of product_quality had
+    255,000 mentions, and its statement ran out of memory under CXLOOP_DB_MEMORY=512MB. The same
+    shape scaled down: 60,000 mentions of one topic in one month under a 100 MB cap (the earlier
+    statement failed here; the cube now keeps no more than a cell's top keywords and quotes)."""
+    import hashlib
+
+    import pyarrow as pa
+
+    monkeypatch.setenv("CXLOOP_DB_MEMORY", "100MB")
+    n = 60_000
+    ids = [hashlib.sha1(f"r{i}".encode()).hexdigest()[:16] for i in range(n)]
+    created = [datetime(2026, 3, 2) + timedelta(seconds=20 * i) for i in range(n)]   # 14 days of March
+    texts = [f"质量问题第{i}条，做工太差，用了{i % 30}天就坏了" for i in range(n)]
+    sentiment = ["neg" if i % 3 else "pos" for i in range(n)]
+    channels = ["app_review", "hotline", "online_chat", "social"]
+    feedback = pa.table({
+        "feedback_id": ids, "source": ["t"] * n, "source_id": [str(i) for i in range(n)], "created_at": created,
+        "channel": [channels[i % 4] for i in range(n)], "product": [f"p{i % 5}" for i in range(n)],
+        "customer_key": [f"c{i % 5000}" for i in range(n)], "text": texts, "text_key": texts,
+        "flags": [[] for _ in range(n)], "ingested_at": created, "run_id": ["b"] * n})
+    nlp = pa.table({
+        "feedback_id": ids, "tokens": [[] for _ in range(n)],
+        "keywords": [[f"词{i % 997}", f"词{i % 389}", f"词{i % 61}", "质量", f"词{i % 13}"] for i in range(n)],
+        "sentiment": sentiment, "sentiment_score": [-0.8 if s == "neg" else 0.8 for s in sentiment],
+        "p_neg": [0.1] * n, "p_neu": [0.1] * n, "p_pos": [0.1] * n, "topics": [["product_quality"]] * n,
+        "model_version": [MODEL] * n, "enriched_at": created, "run_id": ["b"] * n,
+        "topic_sentiments": [[{"topic": "product_quality", "sentiment": s, "score": -0.8 if s == "neg" else 0.8}]
+                             for s in sentiment],
+        "emotion": ["none"] * n, "emotion_evidence": [[] for _ in range(n)], "urgent": [False] * n,
+        "urgency_reasons": [[] for _ in range(n)]})
+    wh = Warehouse(tmp_path / "cx.duckdb")
+    with wh.transaction() as con:
+        Warehouse.insert_arrow(con, "feedback", feedback)
+        Warehouse.insert_arrow(con, "feedback_nlp", nlp)
+    assert compute_pain_points(wh, MODEL, "run-1", chunk_mentions=1_000)["pain_points"] > 0
+    cell = wh.query("SELECT volume, neg_count, keywords, quotes FROM pain_points WHERE period = 'month' "
+                    "AND channel = '*' AND product = '*'").to_pylist()
+    assert cell == [{"volume": n, "neg_count": 40_000, "keywords": cell[0]["keywords"], "quotes": cell[0]["quotes"]}]
+    assert cell[0]["keywords"][0] == "质量" and len(cell[0]["keywords"]) == 8 and len(cell[0]["quotes"]) == 3
