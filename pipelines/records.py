@@ -273,13 +273,12 @@ class _FileContext:
 class _Block:
     """Records prepared on their own, duplicates not yet looked for (that needs the whole file, in
     order). Per record, ``outcome`` is the index of its row in ``feedback`` (and in ``ids``,
-    ``key_hashes``, ``source_ids``, ``flags``), or ``-1 - i`` when it was quarantined with
+    ``key_hashes``, ``flags``), or ``-1 - i`` when it was quarantined with
     ``quarantined[i]`` (reason, payload)."""
 
     feedback: pa.Table
     ids: list[str]
     key_hashes: list[int]
-    source_ids: list[str | None]
     flags: list[list[str]]
     outcome: list[int]
     quarantined: list[tuple[str, str]]
@@ -302,7 +301,7 @@ def _category(value: object) -> str | None:
 def _prepare_block(ctx: _FileContext, rows: list[RawRow]) -> _Block:
     """Validate, normalise, redact and key each record of ``rows`` (in a worker, or in-process)."""
     mapping = ctx.mapping
-    block = _Block(FEEDBACK_SCHEMA.empty_table(), [], [], [], [], [], [])
+    block = _Block(FEEDBACK_SCHEMA.empty_table(), [], [], [], [], [])
     fb_rows: list[dict] = []
 
     def quarantine(row: RawRow, reason: str) -> None:
@@ -351,7 +350,6 @@ def _prepare_block(ctx: _FileContext, rows: list[RawRow]) -> _Block:
         block.outcome.append(len(fb_rows))
         block.ids.append(fid)
         block.key_hashes.append(hash(key))   # workers are forked: the same string hashes alike in each
-        block.source_ids.append(sid)
         block.flags.append(flags)
         fb_rows.append({
             # the id is hashed from the original values; what is stored is redacted
@@ -438,7 +436,8 @@ def prepare_chunks(src: SourceFile, source: str, columns: ColumnMap, *, run_id: 
                     if seen[fid] == block.key_hashes[o]:
                         duplicates += 1
                     else:
-                        quarantine(row, f"duplicate id {_redacted(block.source_ids[o])!r} with a different text")
+                        sid = block.feedback.column("source_id")[o].as_py()   # as stored: redacted
+                        quarantine(row, f"duplicate id {sid!r} with a different text")
                     continue
                 seen[fid] = block.key_hashes[o]
                 for f in block.flags[o]:
