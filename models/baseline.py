@@ -51,15 +51,36 @@ def read_artifact(path: Path, keys: tuple[str, ...] | None = None,
 class BaselineConfig(FeatureConfig):
     """Feature and model options of the baseline (stored with the artifact)."""
 
-    C: float = 0.3                  # LinearSVC regularisation, tuned on dev
+    C: float = 0.3                  # LinearSVC regularisation of the polar classes (neg, pos), tuned on dev
+    C_neutral: float | None = 0.6   # ... of the neutral class (None: ``C``); the plain model's dev choice
+    nb_alpha: float = 0.5           # NB-SVM: polar classes see features scaled by their naive-Bayes log-count
+                                    # ratio, smoothed by this count (0: plain TF-IDF); dev: binary +0.4 pt
     temperature: float = 1.0        # softmax temperature over SVM margins, fitted on dev
+
+    @classmethod
+    def from_doc(cls, cfg: dict) -> BaselineConfig:
+        """The config stored in ``model.json``; artifacts from before NB-SVM are plain one-vs-rest."""
+        cfg = {"nb_alpha": 0.0, "C_neutral": None, **cfg}
+        return cls(**{**cfg, "word_ngrams": tuple(cfg["word_ngrams"]), "char_ngrams": tuple(cfg["char_ngrams"])})
+
+
+def nb_ratio(x: sp.csr_matrix, positive: np.ndarray, alpha: float) -> np.ndarray:
+    """Naive-Bayes log-count ratio of each feature for one class against the rest (Wang & Manning
+    2012, NB-SVM): log of its smoothed share of the class's binarised counts over its share of the rest's."""
+    present = x.copy()
+    present.data[:] = 1
+    p = alpha + np.asarray(present[positive].sum(axis=0)).ravel()
+    q = alpha + np.asarray(present[~positive].sum(axis=0)).ravel()
+    return np.log((p / p.sum()) / (q / q.sum())).astype(np.float32)
 
 
 class BaselineSentiment:
     """Three-class sentiment (neg / neu / pos) with a score P(pos) − P(neg) in [-1, 1].
 
     A one-vs-rest linear SVM on TF-IDF features; its margins become probabilities through a
-    softmax whose temperature is fitted on held-out data (:meth:`calibrate`)."""
+    softmax whose temperature is fitted on held-out data (:meth:`calibrate`). The polar classes are
+    trained NB-SVM style, on features scaled by their naive-Bayes ratio ``r``; the stored weights are
+    ``w ⊙ r``, so serving is the same linear model either way."""
 
     kind = "baseline"
 
@@ -89,11 +110,19 @@ class BaselineSentiment:
             raise ValueError(f"unknown labels {sorted(unknown)}; expected {LABELS}")
         from sklearn.svm import LinearSVC  # training-only: keeps serving imports light
 
-        clf = LinearSVC(C=self.config.C)
-        clf.fit(x, np.asarray(labels), sample_weight=sample_weight)
-        order = [list(clf.classes_).index(lab) for lab in LABELS]
-        self.coef = clf.coef_[order].astype(np.float32)
-        self.intercept = clf.intercept_[order].astype(np.float32)
+        c, y = self.config, np.asarray(labels)
+        coef, intercept = [], []
+        for lab in LABELS:   # one binary SVM per class: liblinear's one-vs-rest, with per-class options
+            positive = y == lab
+            polar = lab != "neu"
+            scale = nb_ratio(x, positive, c.nb_alpha) if polar and c.nb_alpha > 0 else None
+            clf = LinearSVC(C=c.C if polar or c.C_neutral is None else c.C_neutral)
+            clf.fit(x if scale is None else x @ sp.diags(scale), positive.astype(np.int8), sample_weight=sample_weight)
+            w = clf.coef_.ravel()
+            coef.append(w if scale is None else w * scale)
+            intercept.append(clf.intercept_[0])
+        self.coef = np.asarray(coef, dtype=np.float32)
+        self.intercept = np.asarray(intercept, dtype=np.float32)
         return self
 
     def calibrate(self, x: sp.csr_matrix, labels: Sequence[str]) -> float:
@@ -161,10 +190,7 @@ class BaselineSentiment:
         doc, arrays = read_artifact(path, ("word_idf", "char_idf", "coef", "intercept"))
         if doc.get("format") != FORMAT:
             raise ModelLoadError(f"{path / 'model.json'} has format {doc.get('format')!r}, expected {FORMAT!r}")
-        cfg = doc["config"]
-        cfg = BaselineConfig(**{**cfg, "word_ngrams": tuple(cfg["word_ngrams"]),
-                                "char_ngrams": tuple(cfg["char_ngrams"])})
-        model = cls(cfg)
+        model = cls(BaselineConfig.from_doc(doc["config"]))
         model.labels = tuple(doc["labels"])
         try:
             model.text_features.restore(doc, arrays)

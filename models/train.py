@@ -125,7 +125,8 @@ def train_sentiment_baseline(options: TrainOptions, out_root: Path, log: Log = p
     write_model_card(out, meta, top_features={lab: model.top_features(lab, 15) for lab in model.labels},
                      description=(
                          "TF-IDF on jieba words (cxloop CX dictionary) and character 1–3-grams, one-vs-rest linear "
-                         "SVM, softmax over the margins with a temperature fitted on dev. Features: "
+                         "SVM (NB-SVM for neg and pos: their features scaled by the naive-Bayes log-count ratio, "
+                         "Wang & Manning 2012), softmax over the margins with a temperature fitted on dev. Features: "
                          f"{meta['features']['word']} words, {meta['features']['char']} character n-grams. "
                          f"Options: `{meta['options']['config']}`."))
     log(f"saved {version} to {out} in {time.time() - t0:.0f}s")

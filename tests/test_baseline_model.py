@@ -37,6 +37,35 @@ def test_tiny_model_learns_and_probabilities_are_valid(tiny: BaselineSentiment) 
     assert acc == 1.0
 
 
+def test_plain_options_are_one_vs_rest_and_nb_weights_are_the_svm_on_scaled_features() -> None:
+    """With ``nb_alpha=0`` and one C the per-class fit is scikit-learn's one-vs-rest LinearSVC; with NB-SVM
+    the stored polar weights are the SVM's weights on ratio-scaled features times the ratio."""
+    import scipy.sparse as sp
+    from sklearn.svm import LinearSVC
+
+    from models.baseline import LABELS, nb_ratio
+
+    texts, labels = (list(c) for c in zip(*TRAIN, strict=True))
+    plain = BaselineSentiment(BaselineConfig(min_df=1, C=1.0, C_neutral=None, nb_alpha=0.0))
+    x = plain.text_features.fit_transform(texts)
+    plain.fit_features(x, labels)
+    ovr = LinearSVC(C=1.0).fit(x, labels)
+    order = [list(ovr.classes_).index(lab) for lab in LABELS]
+    np.testing.assert_allclose(plain.coef, ovr.coef_[order], atol=1e-4)
+    np.testing.assert_allclose(plain.intercept, ovr.intercept_[order], atol=1e-4)
+
+    nb = BaselineSentiment(BaselineConfig(min_df=1, C=1.0, C_neutral=1.0, nb_alpha=0.5))
+    nb.text_features = plain.text_features
+    nb.fit_features(x, labels)
+    y = np.asarray(labels)
+    r = nb_ratio(x, y == "neg", 0.5)
+    assert r[plain.text_features.names().index("慢")] > 0 > r[plain.text_features.names().index("快")]
+    svm = LinearSVC(C=1.0).fit(x @ sp.diags(r), (y == "neg").astype(int))
+    np.testing.assert_allclose(nb.coef[0], svm.coef_.ravel() * r, atol=1e-4)
+    np.testing.assert_allclose(nb.coef[1], plain.coef[1], atol=1e-4)   # the neutral class stays plain
+    assert not np.allclose(nb.coef[0], plain.coef[0])
+
+
 def test_artifact_round_trip(tiny: BaselineSentiment, tmp_path: Path) -> None:
     tiny.save(tmp_path / "m", meta={"model_version": "tiny-1"})
     loaded = load_sentiment_model(tmp_path / "m")
