@@ -174,15 +174,15 @@ def measure(peak: PeakRSS, name: str, n: int, fn: Callable[[], Any], unit: str =
     return rec, result
 
 
-# -- the optional Rust engine -------------------------------------------------------------------
+# -- the Rust engine (the default; jieba is the reference) -----------------------------------
 def rust_segmenter() -> Any:
-    """cxloop's segmenter on rjieba, or None (with a message) when the ``fast`` extra is missing."""
+    """cxloop's segmenter on rjieba (the default engine), or None (with a message) when it is not installed."""
     from nlp.segment import Segmenter, SegmenterError
 
     try:
         import rjieba  # noqa: F401
     except ImportError:
-        print("rjieba is not installed (pip install 'cxloop[fast]'): its rows are skipped", file=sys.stderr)
+        print("rjieba is not installed (reinstall cxloop: pip install -e .): its rows are skipped", file=sys.stderr)
         return None
     try:
         return Segmenter(engine="rjieba")

@@ -63,13 +63,15 @@ def test_cut_many_is_cut_of_each_text(engine: str) -> None:
 
 
 def test_segmenter_engine_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CXLOOP_SEGMENTER", "rjieba")
+    """rjieba by default (its rows say so in their version, so rows jieba cut are re-scored); jieba,
+    the reference, when the setting names it."""
+    monkeypatch.delenv("CXLOOP_SEGMENTER", raising=False)
     assert segmenter_engine() == "rjieba" and default_segmenter().engine == "rjieba"
     assert analysis_version("s", "t", default_taxonomy()).endswith("+seg-rjieba")
     monkeypatch.setenv("CXLOOP_SEGMENTER", "hanlp")
     with pytest.raises(SegmenterError, match="CXLOOP_SEGMENTER='hanlp'"):
         segmenter_engine()
-    monkeypatch.delenv("CXLOOP_SEGMENTER")
+    monkeypatch.setenv("CXLOOP_SEGMENTER", " JIEBA ")
     assert default_segmenter().engine == "jieba"
     assert "+seg-" not in analysis_version("s", "t", default_taxonomy())
 

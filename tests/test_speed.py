@@ -40,7 +40,7 @@ def sample_texts() -> list[str]:
 
 def test_the_segmenter_cache_returns_jiebas_words(sample_texts: list[str]) -> None:
     reference = jieba.Tokenizer()
-    seg = Segmenter(cache_size=50)  # a small cache, so that it is also emptied on the way
+    seg = Segmenter(cache_size=50, engine="jieba")  # a small cache, so that it is also emptied on the way
     seg.initialize()
     reference.initialize()
     for d in seg._dicts:

@@ -71,8 +71,8 @@ def test_analyzer_columns_emotion_and_urgency(analyzer: Analyzer) -> None:
     assert cols["emotion"][1] == "joy"
     assert cols["emotion"][2] == "none" and cols["topics"][2] == []
     assert cols["sentiment"][2] == "neu"          # a plain question is no complaint (nlp.inquiry)
-    assert analyzer.model_version.count("+") == 3 and "+tax-" in analyzer.model_version
-    assert analyzer.model_version.endswith(f"+rules-{rules_fingerprint()}")
+    assert analyzer.model_version.count("+") == 4 and "+tax-" in analyzer.model_version
+    assert analyzer.model_version.endswith(f"+rules-{rules_fingerprint()}+seg-rjieba")   # rjieba: the default
 
 
 def test_the_rules_fingerprint_follows_the_word_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
