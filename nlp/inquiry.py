@@ -4,7 +4,8 @@
 praise nor a complaint, but sentiment models trained on reviews (where questions are rare) call
 many such texts negative, and then they count as unhappy customers and surface as topic
 candidates. ``is_plain_inquiry`` says which texts ask (an ``asks`` word or an ``ask_patterns``
-frame) without any complaint: no ``complaint`` word, no negative emotion word, no urgent word, and
+frame) without any complaint: no ``complaint`` word, no negative emotion word (words that only press
+for the answer, ``pressing`` such as 在线等, do not count), no urgent word, and
 no more than ``max_chars`` characters (a letter that mentions 询问 tells a story, and the stories
 customers write at length are mostly complaints worded politely).
 ``models.predict`` scores those neutral.
@@ -40,17 +41,19 @@ def _compiled(words: Sequence[str]) -> re.Pattern[str] | None:
 
 
 class InquiryRules:
-    """Asking words and frames, A-not-A question words, complaint words, the longest plain inquiry."""
+    """Asking words and frames, A-not-A question words, words pressing for the answer, complaint words,
+    the longest plain inquiry."""
 
     def __init__(self, asks: Sequence[str], ask_patterns: Sequence[str], a_not_a: Sequence[str],
-                 complaint: Sequence[str], source: str = "<memory>", max_chars: int | None = None) -> None:
+                 complaint: Sequence[str], source: str = "<memory>", max_chars: int | None = None,
+                 pressing: Sequence[str] = ()) -> None:
         self.source = source
         if max_chars is not None and (isinstance(max_chars, bool) or not isinstance(max_chars, int)
                                       or max_chars <= 0):
             raise InquiryRulesError(f"inquiry rules {source}: max_chars must be a positive whole number, "
                                     f"got {max_chars!r}")
         self.max_chars = max_chars
-        for what, words in (("asks", asks), ("a_not_a", a_not_a), ("complaint", complaint)):
+        for what, words in (("asks", asks), ("a_not_a", a_not_a), ("pressing", pressing), ("complaint", complaint)):
             for w in words:
                 if not isinstance(w, str) or not w.strip():
                     raise InquiryRulesError(f"inquiry rules {source}: {what} word {w!r} must be non-empty text")
@@ -61,6 +64,7 @@ class InquiryRules:
         self._asks = _compiled(asks)
         self._patterns = patterns
         self._a_not_a = _compiled(a_not_a)
+        self._pressing = _compiled(pressing)
         self._complaint = _compiled(complaint)
 
     def asks(self, text: str) -> bool:
@@ -77,14 +81,17 @@ class InquiryRules:
         return any(scores[e] > 0 for e in _NEGATIVE_EMOTIONS)
 
     def is_plain_inquiry(self, text: str) -> bool:
-        """``text`` (normalised) asks something and voices no complaint."""
-        return ((self.max_chars is None or len(text) <= self.max_chars)
-                and self.asks(text) and not self.complains(text))
+        """``text`` (normalised) asks something and voices no complaint (read without the words that
+        press for the answer: "可以备注送到前台吗?在线等" is the yes/no question before 在线等)."""
+        if self.max_chars is not None and len(text) > self.max_chars:
+            return False
+        asked = self._pressing.sub("", text) if self._pressing is not None else text
+        return self.asks(asked) and not self.complains(asked)
 
 
 def load_inquiry_rules(path: str | Path) -> InquiryRules:
-    """Read and validate an inquiry YAML file (``asks``, ``ask_patterns``, ``a_not_a``, ``complaint``,
-    ``max_chars``)."""
+    """Read and validate an inquiry YAML file (``asks``, ``ask_patterns``, ``a_not_a``, ``pressing``,
+    ``complaint``, ``max_chars``)."""
     p = Path(path)
     try:
         doc = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
@@ -93,11 +100,11 @@ def load_inquiry_rules(path: str | Path) -> InquiryRules:
     if not isinstance(doc, dict) or not isinstance(doc.get("asks"), list) \
             or not isinstance(doc.get("complaint"), list):
         raise InquiryRulesError(f"inquiry rules {p}: expected lists under 'asks' and 'complaint'")
-    unknown = set(doc) - {"asks", "ask_patterns", "a_not_a", "complaint", "max_chars"}
+    unknown = set(doc) - {"asks", "ask_patterns", "a_not_a", "pressing", "complaint", "max_chars"}
     if unknown:
         raise InquiryRulesError(f"inquiry rules {p}: unknown section(s) {sorted(unknown)}")
     return InquiryRules(doc["asks"], doc.get("ask_patterns") or [], doc.get("a_not_a") or [], doc["complaint"],
-                        source=str(p), max_chars=doc.get("max_chars"))
+                        source=str(p), max_chars=doc.get("max_chars"), pressing=doc.get("pressing") or [])
 
 
 @lru_cache(maxsize=1)

@@ -44,6 +44,9 @@ def test_labelled_set_accuracy_and_no_complaint_taken_for_an_inquiry() -> None:
     ("咨询了好几次,客服都说在处理", False),
     ("请问我的卡被盗刷了怎么办", False),             # urgent wording is never a plain inquiry
     ("这个价格很划算", False),                       # asks nothing
+    ("请问信用卡账单分期怎么操作?在线等", True),      # pressing for the answer is no complaint …
+    ("您好,可以备注送到公司前台吗?在线等", True),
+    ("请问为什么扣了我两次钱,在线等", False),         # … and does not hide one
     # a long letter that asks somewhere is a story, here a complaint in words no list holds
     ("您好,去年在贵行申请了经营贷款,整个审批流程比较顺利,最近收到通知说利率要上调,事先没有任何沟通,"
      "合同里的条款也写得很模糊。我打电话询问,客服只是照本宣科。希望贵行说明利率调整的依据。", False),
@@ -62,6 +65,9 @@ def test_bad_rules_file_is_refused_with_its_path(tmp_path: Path) -> None:
         load_inquiry_rules(bad)
     bad.write_text("asks: [请问]\ncomplaint: [还没]\nmax_chars: many\n", encoding="utf-8")
     with pytest.raises(InquiryRulesError, match=f"{bad}.*max_chars"):
+        load_inquiry_rules(bad)
+    bad.write_text("asks: [请问]\ncomplaint: [还没]\npressing: ['']\n", encoding="utf-8")
+    with pytest.raises(InquiryRulesError, match=f"{bad}.*pressing"):
         load_inquiry_rules(bad)
     bad.write_text("asks: [请问]\ncomplaint: [还没]\nmax_chars: 10\n", encoding="utf-8")
     rules = load_inquiry_rules(bad)
