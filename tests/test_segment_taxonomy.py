@@ -94,6 +94,8 @@ def test_default_taxonomy_has_required_topics() -> None:
 def test_keyword_rules_match_topics() -> None:
     tax = default_taxonomy()
     assert tax.match("送餐超时一个小时，饭菜都凉了") == ["logistics", "food_taste"]
+    assert tax.match("请问超时赔付怎么申请") == ["logistics"]
+    assert "logistics" not in tax.match("手机银行登录超时，排队办理也超时")   # 超时 alone is no delivery
     assert "digital_experience" in tax.match("App更新后闪退")
     assert tax.match("今天天气不错") == []
 
