@@ -17,7 +17,6 @@ opened (locked past the timeout, or broken) stops the flow: no other file could 
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -85,7 +84,7 @@ def ingest_file(wh: Warehouse, path: Path, *, source: str | None, columns: Colum
     src = read_file(path)   # its records are read as they are prepared: a long file is never in memory whole
     now = datetime.now()
     result = FileResult(str(path), name)
-    with tempfile.TemporaryDirectory(prefix="cxloop-ingest-") as staged:
+    with wh.scratch("ingest") as staged:
         # prepared a chunk at a time and staged as Parquet, so memory stays flat however long the file,
         # and the transaction only loads them (the warehouse is not held while records are prepared)
         parts: list[tuple[Path, Path]] = []

@@ -31,7 +31,6 @@ a re-run updates an item's evidence and priority but never its status, owner or 
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -289,7 +288,7 @@ def compute_pain_points(wh: Warehouse, model_version: str, run_id: str, top_n: i
                         min_negative: int = 3, chunk_mentions: int = CHUNK_MENTIONS) -> dict:
     """Recompute ``pain_points`` and upsert the latest week's top ones into ``backlog``."""
     now = datetime.now()
-    with wh.transaction() as con, tempfile.TemporaryDirectory(prefix="cxloop-mentions-") as tmp:
+    with wh.transaction() as con, wh.scratch("mentions") as tmp:
         con.execute("DELETE FROM pain_points")
         mentions = sql_str(str(Path(tmp) / "mentions.parquet"))
         con.execute(MENTIONS_SQL.replace("{path}", mentions), {"model_version": model_version})

@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import signal
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -291,6 +292,15 @@ class Warehouse:
     def exists(self) -> bool:
         """Whether the warehouse was created (a catalog in another database is taken to exist)."""
         return self.path.exists() if self.path else True
+
+    def scratch(self, what: str) -> tempfile.TemporaryDirectory:
+        """A temporary folder for a flow's staged files (``.cx.duckdb.<what>-…/``), next to the warehouse
+        file, on the disk sized for the data, rather than in a system temp folder that may be small and
+        in memory; removed when the ``with`` block ends. The system temp folder for a catalog elsewhere."""
+        if self.path is None:
+            return tempfile.TemporaryDirectory(prefix=f"cxloop-{what}-")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.TemporaryDirectory(prefix=f".{self.path.name}.{what}-", dir=self.path.parent)
 
     # -- connections ----------------------------------------------------------------------------
     def _connect_once(self, read_only: bool) -> duckdb.DuckDBPyConnection:

@@ -153,3 +153,29 @@ def test_writer_waits_for_a_lock_then_gives_up_with_a_message(tmp_path: Path) ->
         holder.wait()
     with Warehouse(db, lock_timeout=5).connect() as con:  # released: works again
         assert con.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_staged_files_sit_next_to_the_warehouse_and_are_removed(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingest's staged chunks and the pain-point mentions go to a folder beside the warehouse file
+    (the disk sized for the data, not a small system temp folder), and nothing is left behind."""
+    from stored_rows import ingest_sample
+
+    from pipelines.painpoints import compute_pain_points
+
+    made: list[Path] = []
+    scratch = Warehouse.scratch
+
+    def spy(self: Warehouse, what: str):
+        folder = scratch(self, what)
+        made.append(Path(folder.name))
+        return folder
+
+    monkeypatch.setattr(Warehouse, "scratch", spy)
+    home = tmp_path / "home"
+    wh = ingest_sample(home / "cx.duckdb")
+    compute_pain_points(wh, "any-model", "run-1")
+    assert {p.parent for p in made} == {home}
+    assert {p.name.split("-")[0] for p in made} == {".cx.duckdb.ingest", ".cx.duckdb.mentions"}
+    assert not any(p.exists() for p in made)
+    assert sorted(p.name for p in home.iterdir()) == ["cx.duckdb"]
