@@ -64,11 +64,17 @@ class BaselineConfig(FeatureConfig):
         return cls(**{**cfg, "word_ngrams": tuple(cfg["word_ngrams"]), "char_ngrams": tuple(cfg["char_ngrams"])})
 
 
-def nb_ratio(x: sp.csr_matrix, positive: np.ndarray, alpha: float) -> np.ndarray:
-    """Naive-Bayes log-count ratio of each feature for one class against the rest (Wang & Manning
-    2012, NB-SVM): log of its smoothed share of the class's binarised counts over its share of the rest's."""
+def binarised(x: sp.csr_matrix) -> sp.csr_matrix:
+    """``x`` with every stored value 1 (which features a text has)."""
     present = x.copy()
     present.data[:] = 1
+    return present
+
+
+def nb_ratio(present: sp.csr_matrix, positive: np.ndarray, alpha: float) -> np.ndarray:
+    """Naive-Bayes log-count ratio of each feature for one class against the rest (Wang & Manning
+    2012, NB-SVM): log of its smoothed share of the class's counts in ``present`` (:func:`binarised`
+    features) over its share of the rest's."""
     p = alpha + np.asarray(present[positive].sum(axis=0)).ravel()
     q = alpha + np.asarray(present[~positive].sum(axis=0)).ravel()
     return np.log((p / p.sum()) / (q / q.sum())).astype(np.float32)
@@ -111,11 +117,12 @@ class BaselineSentiment:
         from sklearn.svm import LinearSVC  # training-only: keeps serving imports light
 
         c, y = self.config, np.asarray(labels)
+        present = binarised(x) if c.nb_alpha > 0 else None   # once, for both polar classes
         coef, intercept = [], []
         for lab in LABELS:   # one binary SVM per class: liblinear's one-vs-rest, with per-class options
             positive = y == lab
             polar = lab != "neu"
-            scale = nb_ratio(x, positive, c.nb_alpha) if polar and c.nb_alpha > 0 else None
+            scale = nb_ratio(present, positive, c.nb_alpha) if polar and present is not None else None
             clf = LinearSVC(C=c.C if polar or c.C_neutral is None else c.C_neutral)
             clf.fit(x if scale is None else x @ sp.diags(scale), positive.astype(np.int8), sample_weight=sample_weight)
             w = clf.coef_.ravel()

@@ -43,7 +43,7 @@ def test_plain_options_are_one_vs_rest_and_nb_weights_are_the_svm_on_scaled_feat
     import scipy.sparse as sp
     from sklearn.svm import LinearSVC
 
-    from models.baseline import LABELS, nb_ratio
+    from models.baseline import LABELS, binarised, nb_ratio
 
     texts, labels = (list(c) for c in zip(*TRAIN, strict=True))
     plain = BaselineSentiment(BaselineConfig(min_df=1, C=1.0, C_neutral=None, nb_alpha=0.0))
@@ -58,7 +58,7 @@ def test_plain_options_are_one_vs_rest_and_nb_weights_are_the_svm_on_scaled_feat
     nb.text_features = plain.text_features
     nb.fit_features(x, labels)
     y = np.asarray(labels)
-    r = nb_ratio(x, y == "neg", 0.5)
+    r = nb_ratio(binarised(x), y == "neg", 0.5)
     assert r[plain.text_features.names().index("慢")] > 0 > r[plain.text_features.names().index("快")]
     svm = LinearSVC(C=1.0).fit(x @ sp.diags(r), (y == "neg").astype(int))
     np.testing.assert_allclose(nb.coef[0], svm.coef_.ravel() * r, atol=1e-4)
