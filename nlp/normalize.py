@@ -37,6 +37,10 @@ def normalize_text(text: str) -> str:
     """Return ``text`` normalised for storage and analysis (idempotent)."""
     if not text:
         return ""
+    if text.isascii() and text.isprintable():
+        # ids, dates, channel names: NFKC, OpenCC and the invisible characters leave printable ASCII
+        # as it is, and its only whitespace is the space
+        return " ".join(_URL_RE.sub(URL_PLACEHOLDER, text).split())
     text = _SURROGATE_RE.sub("\ufffd", text)
     text = unicodedata.normalize("NFKC", text)
     text = _INVISIBLE_RE.sub("", text)

@@ -141,6 +141,10 @@ def _local(dt: datetime) -> datetime | None:
         return None
 
 
+_EPOCH_RE = re.compile(r"\d{10}(\d{3})?")                                  # epoch seconds or milliseconds
+_SCORE_RE = re.compile(r"(\d+(?:\.0+)?)\s*(?:星|分|stars?)?", re.IGNORECASE)  # "4", "4.0", "4 星", "5 stars"
+
+
 def parse_timestamp(value: object) -> datetime | None:
     """A naive local (Asia/Shanghai) datetime from the common shapes of a time value, else None."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -158,7 +162,7 @@ def parse_timestamp(value: object) -> datetime | None:
     s = normalize_text(str(value)).strip()
     if not s:
         return None
-    if re.fullmatch(r"\d{10}(\d{3})?", s):
+    if _EPOCH_RE.fullmatch(s):
         return parse_timestamp(int(s))
     try:
         return _local(datetime.fromisoformat(s.replace("Z", "+00:00")))
@@ -180,7 +184,7 @@ def parse_score(value: object, lo: int, hi: int) -> tuple[int | None, bool]:
         s = normalize_text(value).strip()
         if not s:
             return None, True
-        m = re.fullmatch(r"(\d+(?:\.0+)?)\s*(?:星|分|stars?)?", s, re.IGNORECASE)
+        m = _SCORE_RE.fullmatch(s)
         if not m:
             return None, False
         value = float(m.group(1))

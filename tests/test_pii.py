@@ -29,6 +29,8 @@ VALID_CARD = _luhn("622202123456789012")
     ("手机 138-1234-5678", "phone", "<PHONE>"),
     ("打 +86 139 1234 5678", "phone", "<PHONE>"),
     ("座机 021-64381234", "phone", "<PHONE>"),
+    ("座机 010-1234567", "phone", "<PHONE>"),      # ten digits: the fewest any PII has
+    ("座机0101234567转人工", "phone", "<PHONE>"),
     (f"身份证{VALID_ID}号", "id_card", "<ID>"),
     (f"卡号{VALID_CARD}被盗刷", "bank_card", "<CARD>"),
     ("发到 zhang.san@example.com 谢谢", "email", "<EMAIL>"),
