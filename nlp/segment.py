@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
+from itertools import filterfalse
 from pathlib import Path
 
 import jieba
@@ -163,7 +164,8 @@ class Segmenter:
         if not text:
             return []
         if self._rust is not None:  # a whole text costs less than a Python split into runs
-            return [w for w in self._rust.cut(text, self.hmm) if not w.isspace()]
+            # filterfalse keeps exactly the words ``not w.isspace()`` keeps, without a Python frame per word
+            return list(filterfalse(str.isspace, self._rust.cut(text, self.hmm)))
         out: list[str] = []
         cache = self._cache
         for block in _BLOCK_RE.split(text):
