@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from nlp.taxonomy import _UniqueKeyLoader
-from nlp.wordlists import alternation
+from nlp.wordlists import trie_alternation as alternation  # the trie form: same matches, fewer compares
 
 EMOTIONS = ("anger", "disappointment", "anxiety", "joy", "none")
 NONE = "none"

@@ -26,7 +26,7 @@ import yaml
 from nlp.emotion import default_emotion_lexicon
 from nlp.taxonomy import _UniqueKeyLoader
 from nlp.urgency import default_urgency_rules
-from nlp.wordlists import alternation
+from nlp.wordlists import trie_alternation
 
 DEFAULT_INQUIRY_PATH = resources.files("nlp") / "resources" / "inquiry.yaml"
 _NEGATIVE_EMOTIONS = ("anger", "disappointment", "anxiety")
@@ -37,7 +37,7 @@ class InquiryRulesError(ValueError):
 
 
 def _compiled(words: Sequence[str]) -> re.Pattern[str] | None:
-    return re.compile(alternation(words)) if words else None
+    return re.compile(trie_alternation(words)) if words else None   # alternation's matches, faster
 
 
 class InquiryRules:

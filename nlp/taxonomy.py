@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from nlp.wordlists import trie_alternation
+
 JOURNEY_STAGES = ("awareness", "consideration", "purchase", "usage", "after_sales")
 DEFAULT_TAXONOMY_PATH = resources.files("nlp") / "resources" / "taxonomy.yaml"
 
@@ -60,9 +62,9 @@ class Taxonomy:
             for kw in t.keywords:
                 owners.setdefault(kw.lower(), []).append(t.key)
         self._owners = owners
-        # longest keywords first so "人工客服" wins over "客服" at the same position
-        alternatives = sorted(owners, key=len, reverse=True)
-        self._re = re.compile("|".join(map(re.escape, alternatives))) if alternatives else None
+        # the longest keyword at a position wins ("人工客服" over "客服"); the trie form of that
+        # alternation matches the same and costs a few compares per character instead of hundreds
+        self._re = re.compile(trie_alternation(owners)) if owners else None
 
     def __contains__(self, key: object) -> bool:
         return key in self.topics

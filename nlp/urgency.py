@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from nlp.taxonomy import _UniqueKeyLoader
-from nlp.wordlists import alternation
+from nlp.wordlists import alternation, trie_alternation
 
 URGENCY_CATEGORIES = ("escalation", "churn", "safety", "fraud")
 DEFAULT_URGENCY_PATH = resources.files("nlp") / "resources" / "urgency.yaml"
@@ -53,7 +53,8 @@ class UrgencyRules:
             self.rules[category] = tuple(kept)
         # longest first: the same boolean as any order, and the most specific word as evidence
         self.pattern = alternation(self._category)
-        self._re = re.compile(self.pattern) if self._category else None
+        # Python runs the trie form of the same alternation (same matches, fewer compares per character)
+        self._re = re.compile(trie_alternation(self._category)) if self._category else None
 
     @property
     def words(self) -> tuple[str, ...]:

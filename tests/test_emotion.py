@@ -8,9 +8,12 @@ not used to write it and is reported, not asserted, as the honest estimate."""
 from __future__ import annotations
 
 import csv
+import random
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nlp import EMOTIONS, EmotionLexicon, EmotionLexiconError, default_emotion_lexicon, load_emotion_lexicon
 from nlp.normalize import normalize_text
@@ -193,3 +196,39 @@ def test_a_lexicon_in_memory() -> None:
     assert lex.classify("好评") == ("joy", ["好评"])
     assert lex.classify("不差评") == ("none", [])
     assert EmotionLexicon({}).classify("好评") == ("none", [])
+
+
+def _lexicon_lists() -> dict[str, list[str]]:
+    """The shipped word lists that nlp compiles with :func:`nlp.wordlists.trie_alternation`."""
+    from nlp import default_taxonomy
+    from nlp.inquiry import DEFAULT_INQUIRY_PATH
+    from nlp.urgency import default_urgency_rules
+
+    lex = default_emotion_lexicon()
+    raw = yaml.safe_load(DEFAULT_INQUIRY_PATH.read_text(encoding="utf-8"))
+    return {"emotion": list(lex._entry), "degree": list(lex._degree), "suffix": list(lex._suffix),
+            "urgency": list(default_urgency_rules().words),
+            "taxonomy": [kw.lower() for t in default_taxonomy() for kw in t.keywords],
+            "inquiry": [str(w) for key in ("asks", "a_not_a", "pressing", "complaint") for w in raw.get(key) or ()],
+            "nested": ["快", "快递", "快递员", "递员", "a.b", "a", "a+", "不", "不满", "不满意", "满意"]}
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_trie_alternation_matches_the_flat_alternation(reverse: bool) -> None:
+    """The trie form finds the same matches as the longest-first alternation, alone and inside a
+    larger pattern (a following context that forces backtracking, a repeated prefix, a group)."""
+    from nlp.wordlists import alternation, trie_alternation
+
+    rng = random.Random(7)
+    for name, words in _lexicon_lists().items():
+        assert words, name
+        chars = sorted({c for w in words for c in w}) + list("，,.!? 好很a")
+        texts = ["".join(rng.choice(chars) for _ in range(rng.randint(0, 30))) for _ in range(400)]
+        texts += ["".join(rng.choice(words) + rng.choice(["", "", "好", ","]) for _ in range(6)) for _ in range(400)]
+        for wrap in ("{}", "(?:{})好", "(?:{}){{0,2}}(?:{})", "(?<![比如])(?:{})([^,.!?]*)", "(?:{})(?:{})"):
+            flat = re.compile(wrap.format(*[alternation(words, reverse)] * wrap.count("{}")))
+            trie = re.compile(wrap.format(*[trie_alternation(words, reverse)] * wrap.count("{}")))
+            for t in texts:
+                got = [(m.span(), m.groups()) for m in trie.finditer(t)]
+                assert got == [(m.span(), m.groups()) for m in flat.finditer(t)], (name, wrap, t)
+                assert trie.match(t) is None if flat.match(t) is None else trie.match(t).span() == flat.match(t).span()
