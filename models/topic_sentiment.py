@@ -73,13 +73,15 @@ def topic_sentiments(texts: Sequence[str], topics: Sequence[Sequence[str]], doc_
     flat = [c for _, cs in clause_rows for c in cs]
     flat_tokens = default_segmenter().cut_many(flat)
     words_of: dict[int, list[list[str]]] = {}
-    lexical: dict[int, np.ndarray] = {}
+    start_of: dict[int, int] = {}   # row → its first clause in ``flat``
     p = topic_model.lexical_proba(flat, flat_tokens) if topic_model is not None and flat else None
+    # per key, whether each clause of ``flat`` scores above the key's threshold: compared and turned
+    # into lists once for all rows, not row by row (numpy calls cost more than the few clauses)
+    above_all = (p >= topic_model.thresholds).T.tolist() if p is not None and topic_model is not None else None
     pos = 0
     for i, cs in clause_rows:
         words_of[i] = flat_tokens[pos:pos + len(cs)]
-        if p is not None:
-            lexical[i] = p[pos:pos + len(cs)]
+        start_of[i] = pos
         pos += len(cs)
     clauses_of = dict(clause_rows)
     key_index = {k: j for j, k in enumerate(topic_model.keys)} if topic_model is not None else {}
@@ -88,21 +90,18 @@ def topic_sentiments(texts: Sequence[str], topics: Sequence[Sequence[str]], doc_
         clauses = clauses_of.get(i)
         if clauses is not None:
             evidence = [taxonomy.match_evidence(cl) for cl in clauses]   # once per clause, not per topic
-            if i in lexical:
-                assert topic_model is not None
-                scores = lexical[i]
-                above = (scores >= topic_model.thresholds).T.tolist()    # per key: clause above threshold
-                best = scores.argmax(axis=0).tolist()                     # per key: best-scoring clause
+            lo, hi = start_of[i], start_of[i] + len(clauses)
         for key in keys:
             if clauses is None:
                 row.append((key, None))
                 continue
             hits = [c for c, ev in enumerate(evidence) if key in ev]
-            if i in lexical and key in key_index:
+            if above_all is not None and key in key_index:
+                assert p is not None
                 j = key_index[key]
-                hits += [c for c, up in enumerate(above[j]) if up and c not in hits]
-                if not hits:
-                    hits = [best[j]]
+                hits += [c for c, up in enumerate(above_all[j][lo:hi]) if up and c not in hits]
+                if not hits:   # no clause above the threshold: the best-scoring one (first on a tie)
+                    hits = [int(p[lo:hi, j].argmax())]
             chosen = _focus(clauses, hits)
             if not hits or len(chosen) == len(clauses):
                 row.append((key, None))
