@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
+from itertools import chain
 from pathlib import Path
 
 import yaml
@@ -111,6 +112,10 @@ class EmotionLexicon:
         evidence: dict[str, list[str]] = {e: [] for e in _SCORED}
         if self._re is None or not text:
             return scores, evidence
+        matches = self._re.finditer(text)
+        first = next(matches, None)
+        if first is None:   # no lexicon word (a third of feedback): the contrast and past scans can wait
+            return scores, evidence
         contrast_at = -1
         if self._contrast_re is not None:
             c = self._contrast_re.search(text)
@@ -120,7 +125,7 @@ class EmotionLexicon:
         if self._past_re is not None:
             past = [p.span(1) for p in self._past_re.finditer(text)]
         entry, window = self._entry, self._window
-        for m in self._re.finditer(text):
+        for m in chain((first,), matches):
             word = m.group(0)
             emotion, weight = entry[word]
             if not emotion:
@@ -163,7 +168,7 @@ class EmotionLexicon:
             scores["joy"] = 0.0
         elif sentiment == "pos":
             scores["anger"] = scores["disappointment"] = scores["anxiety"] = 0.0
-        best = max(_TIE_ORDER, key=lambda e: scores[e])
+        best = max(_TIE_ORDER, key=scores.__getitem__)
         top = scores[best]
         if top < self.threshold:
             return NONE, []
