@@ -195,3 +195,53 @@ def test_corrupt_topic_artifacts_are_refused_with_the_path(tmp_path: Path) -> No
         load_topic_model(bad)
     with pytest.raises(ModelLoadError, match="not found"):
         load_topic_model(tmp_path / "missing")
+
+
+def test_analyze_pauses_the_garbage_collector_and_restores_it(analyzer: Analyzer,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """analyze runs with the cyclic collector paused and leaves it as it found it: enabled, disabled
+    (a caller's choice), after an error, and across nested pauses (the outermost restores it)."""
+    import gc
+    import threading
+
+    from models import predict
+
+    seen: list[bool] = []
+    real = Analyzer._analyze
+
+    def spy(self: Analyzer, texts: list[str]) -> dict[str, list]:
+        seen.append(gc.isenabled())
+        return real(self, texts)
+
+    monkeypatch.setattr(Analyzer, "_analyze", spy)
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        out = analyzer.analyze(["物流很快，但是包装破了"])
+        assert out["topics"] and seen == [False] and gc.isenabled()
+        gc.disable()
+        analyzer.analyze(["好"])
+        assert seen == [False, False] and not gc.isenabled()
+        gc.enable()
+        with pytest.raises(TypeError):
+            analyzer.analyze(None)  # type: ignore[arg-type]
+        assert gc.isenabled()
+        with predict._gc_paused():
+            with predict._gc_paused():
+                assert not gc.isenabled()
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        # threads entering and leaving in any order: enabled once all have left
+        barrier = threading.Barrier(4)
+
+        def worker() -> None:
+            with predict._gc_paused():
+                barrier.wait()
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert gc.isenabled() and predict._gc_pauses == 0
+    finally:
+        (gc.enable if was else gc.disable)()
