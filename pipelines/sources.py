@@ -320,7 +320,7 @@ def _csv_records(path: Path, enc: str, delimiter: str) -> Iterator[RawRow | list
                         break
                     yield RawRow(locator, None, f"malformed CSV line: {e}", bad)
                     continue
-                if not any(c.strip() for c in record):
+                if not any(map(str.strip, record)):
                     continue  # a blank line is not a record
                 if header is None:
                     header = _header(record)
@@ -340,7 +340,7 @@ def _csv_records(path: Path, enc: str, delimiter: str) -> Iterator[RawRow | list
             except csv.Error as e:
                 yield RawRow(locator, None, f"malformed CSV line: {e}", line)
                 continue
-            if header is not None and any(c.strip() for c in record):
+            if header is not None and any(map(str.strip, record)):
                 yield _csv_row(locator, record, header, line)
 
 
@@ -443,7 +443,7 @@ def peek_columns(path: str | Path, sample_lines: int = 1000) -> list[str]:
                 head = f.read(1 << 16)
             text, _ = _decode(p, head.rsplit(b"\n", 1)[0] if b"\n" in head else head)
             for record in csv.reader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ","):
-                if any(c.strip() for c in record):
+                if any(map(str.strip, record)):
                     return _header(record)
             return []
         if suffix in JSONL_SUFFIXES:
