@@ -7,6 +7,13 @@ probabilities, ``softmax(Σ wᵢ · log pᵢ)``, beats each. The weights are cho
 An artifact is a ``model.json`` that names its members by folder name, resolved next to the
 ensemble's own folder (shipped ones sit side by side in ``models/artifacts/``; trained ones in
 ``CXLOOP_HOME/models/``), so no member is stored twice.
+
+**Cascade.** Most texts are easy: where the baseline member is sure of its label, the blend almost
+always agrees with it. An ensemble with a ``cascade`` confidence scores every text with the baseline
+first and runs the other member (the transformer, ~70× slower on a CPU) only on the texts whose top
+baseline probability is below that confidence; the sure ones keep the baseline's probabilities. The
+confidence is chosen on ``dev`` (:func:`choose_cascade`): the lowest at which the cascade scores within
+a tolerance of the full blend.
 """
 
 from __future__ import annotations
@@ -36,28 +43,77 @@ def choose_weight(probas: Sequence[np.ndarray], score: Callable[[np.ndarray], fl
     return float(best[2]), float(best[0])
 
 
+def cascaded(probas: Sequence[np.ndarray], weights: Sequence[float], screen: int, confidence: float) -> np.ndarray:
+    """What a cascade returns given every member's probabilities: ``probas[screen]`` where its top
+    probability reaches ``confidence``, the blend elsewhere."""
+    out = blend(probas, weights)
+    sure = probas[screen].max(axis=1) >= confidence
+    out[sure] = probas[screen][sure]
+    return out
+
+
+def choose_cascade(probas: Sequence[np.ndarray], weights: Sequence[float], screen: int,
+                   score: Callable[[np.ndarray], float], tolerance: float,
+                   grid: Sequence[float] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99),
+                   ) -> tuple[float | None, float, float]:
+    """The lowest confidence of ``grid`` at which the cascade screened by member ``screen`` scores at
+    least the full blend's ``score`` minus ``tolerance``: (confidence, its score, the share of texts
+    the other members still read). (None, blend's score, 1.0) when no confidence is good enough."""
+    full = score(blend(probas, weights))
+    for c in sorted(grid):
+        s = score(cascaded(probas, weights, screen, c))
+        if s >= full - tolerance:
+            return c, s, float((probas[screen].max(axis=1) < c).mean())
+    return None, full, 1.0
+
+
+def screen_member(members: Sequence[object]) -> int:
+    """The index of the member a cascade screens with: the (cheap) baseline."""
+    for i, m in enumerate(members):
+        if getattr(m, "kind", None) == "baseline":
+            return i
+    raise ModelLoadError("a cascade needs a baseline member to screen the texts with")
+
+
 class EnsembleSentiment:
     labels = LABELS
 
-    def __init__(self, members: list, weights: list[float], names: list[str], meta: dict | None = None) -> None:
+    def __init__(self, members: list, weights: list[float], names: list[str], meta: dict | None = None,
+                 cascade: float | None = None) -> None:
         self.members, self.weights, self.names, self.meta = members, weights, names, meta or {}
         for m in members:
             if tuple(m.labels) != LABELS:
                 raise ModelLoadError(f"ensemble member with labels {m.labels} (expected {LABELS})")
+        self.cascade = cascade   # None: every text through every member
+        if cascade is not None:
+            screen_member(members)   # fails now, not at the first prediction
 
     def predict_proba(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, len(LABELS)), dtype=np.float32)
-        return blend([m.predict_proba(texts, tokens) for m in self.members], self.weights)
+        if self.cascade is None:
+            return blend([m.predict_proba(texts, tokens) for m in self.members], self.weights)
+        screen = screen_member(self.members)
+        first = self.members[screen].predict_proba(texts, tokens)
+        out = first.copy()
+        unsure = np.flatnonzero(first.max(axis=1) < self.cascade)
+        if len(unsure):  # only these reach the slow members
+            some = [texts[i] for i in unsure]
+            some_tokens = None if tokens is None else [tokens[i] for i in unsure]
+            out[unsure] = blend([first[unsure] if k == screen else m.predict_proba(some, some_tokens)
+                                 for k, m in enumerate(self.members)], self.weights)
+        return out
 
     @staticmethod
-    def save(folder: Path, members: list[Path], weights: list[float], meta: dict) -> Path:
+    def save(folder: Path, members: list[Path], weights: list[float], meta: dict,
+             cascade: float | None = None) -> Path:
         """Write the ensemble's ``model.json``: a member beside ``folder`` is named, any other by path."""
         folder.mkdir(parents=True, exist_ok=True)
         refs = [{"name": m.name} if m.resolve().parent == folder.resolve().parent else {"path": str(m.resolve())}
                 for m in members]
         doc = {"format": FORMAT, "labels": list(LABELS),
-               "members": [{**r, "weight": w} for r, w in zip(refs, weights, strict=True)], "meta": meta}
+               "members": [{**r, "weight": w} for r, w in zip(refs, weights, strict=True)],
+               **({"cascade": {"confidence": cascade}} if cascade is not None else {}), "meta": meta}
         (folder / "model.json").write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
         return folder
 
@@ -75,4 +131,8 @@ class EnsembleSentiment:
             names.append(path.name)
         if not members:
             raise ModelLoadError(f"{folder / 'model.json'} lists no members")
-        return cls(members, weights, names, doc.get("meta", {}))
+        cascade = doc.get("cascade")
+        confidence = cascade.get("confidence") if isinstance(cascade, dict) else None
+        if cascade is not None and not (isinstance(confidence, int | float) and 0 < confidence <= 1):
+            raise ModelLoadError(f"{folder / 'model.json'}: cascade needs a confidence in (0, 1], got {cascade!r}")
+        return cls(members, weights, names, doc.get("meta", {}), None if cascade is None else float(confidence))

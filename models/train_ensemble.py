@@ -1,5 +1,6 @@
-"""Building the ensemble: two trained sentiment models, their blend weight chosen on ``dev``, one
-final ``test`` evaluation of the blend and of each member on the same rows."""
+"""Building the ensemble: two trained sentiment models, their blend weight and the cascade's
+confidence chosen on ``dev``, one final ``test`` evaluation of the ensemble and of each member on
+the same rows."""
 
 from __future__ import annotations
 
@@ -8,21 +9,35 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from models.card import write_model_card
 from models.data import load_ood_probe, load_sentiment_corpus
-from models.ensemble import LABELS, EnsembleSentiment, blend, choose_weight
+from models.ensemble import (
+    LABELS,
+    EnsembleSentiment,
+    blend,
+    cascaded,
+    choose_cascade,
+    choose_weight,
+    screen_member,
+)
 from models.evaluate import dev_score, evaluate_predictions, evaluate_probe
 from models.registry import load_sentiment_model, model_version_of
 from models.train import Log, TrainResult
 from nlp import default_segmenter, normalize_text
 
+CASCADE_TOLERANCE = 0.001   # a cascade may cost at most 0.1 points of dev score against the full blend
+
 
 def train_sentiment_ensemble(members: list[Path], out_root: Path, cache_root: Path | None = None,
                              log: Log = print, data_dir: str | None = None, compare_with: Path | None = None,
-                             train_frame: pd.DataFrame | None = None) -> TrainResult:
-    """Blend ``members`` (two model folders, e.g. the transformer and the baseline)."""
+                             train_frame: pd.DataFrame | None = None,
+                             cascade_tolerance: float | None = CASCADE_TOLERANCE) -> TrainResult:
+    """Blend ``members`` (two model folders, e.g. the transformer and the baseline). With a baseline
+    member and ``cascade_tolerance`` set, the ensemble cascades (``models.ensemble``): the lowest
+    confidence at which it scores within that tolerance of the full blend on dev."""
     if len(members) != 2:
         raise ValueError("an ensemble blends exactly two models")
     t0 = time.time()
@@ -42,34 +57,61 @@ def train_sentiment_ensemble(members: list[Path], out_root: Path, cache_root: Pa
     weight, score = choose_weight(probas["dev"], lambda p: dev_score(evaluate_predictions(dev, p, LABELS)))
     weights = [weight, round(1 - weight, 2)]
     log(f"blend weights {dict(zip(versions, weights, strict=True))}: dev score {score:.4f}")
-    dev_metrics = evaluate_predictions(dev, blend(probas["dev"], weights), LABELS)
+    cascade, cascade_meta = None, None
+    if cascade_tolerance is not None and any(getattr(m, "kind", None) == "baseline" for m in models):
+        screen = screen_member(models)
+        cascade, c_score, share = choose_cascade(probas["dev"], weights, screen,
+                                                 lambda p: dev_score(evaluate_predictions(dev, p, LABELS)),
+                                                 cascade_tolerance)
+        if cascade is not None:
+            test_share = float((probas["test"][screen].max(axis=1) < cascade).mean())
+            cascade_meta = {"confidence": cascade, "tolerance": cascade_tolerance, "screen": versions[screen],
+                            "dev_score_full_blend": round(score, 4), "dev_share_blended": round(share, 4),
+                            "test_share_blended": round(test_share, 4)}
+            log(f"cascade: below {versions[screen]}'s confidence {cascade} the blend runs ({share:.1%} of dev "
+                f"texts): dev score {c_score:.4f} vs full blend {score:.4f}")
+
+    def ensemble_proba(split: str) -> np.ndarray:
+        if cascade is None:
+            return blend(probas[split], weights)
+        return cascaded(probas[split], weights, screen, cascade)
+
+    dev_metrics = evaluate_predictions(dev, ensemble_proba("dev"), LABELS)
     test = frames["test"]
-    test_metrics = evaluate_predictions(test, blend(probas["test"], weights), LABELS)
+    test_metrics = evaluate_predictions(test, ensemble_proba("test"), LABELS)
     member_test = {v: evaluate_predictions(test, p, LABELS) for v, p in zip(versions, probas["test"], strict=True)}
     log(f"test: binary accuracy {test_metrics['binary']['accuracy']:.4f}, 3-class "
         f"{test_metrics['three_class']['accuracy']:.4f}; members: "
         + "; ".join(f"{v} {m['binary']['accuracy']:.4f} / {m['three_class']['accuracy']:.4f}"
                     for v, m in member_test.items()))
-    ensemble = EnsembleSentiment(models, weights, versions)
+    ensemble = EnsembleSentiment(models, weights, versions, cascade=cascade)
     probe = evaluate_probe(ensemble, load_ood_probe())
 
     trained_at = datetime.now(UTC)
-    digest = hashlib.sha1(repr((versions, weights)).encode()).hexdigest()[:8]
+    fitted = (versions, weights) + ((cascade,) if cascade is not None else ())
+    digest = hashlib.sha1(repr(fitted).encode()).hexdigest()[:8]
     version = f"sentiment-ensemble-{trained_at:%Y%m%d}-{digest}"
     meta = {
         "model_version": version, "task": "sentiment", "kind": "ensemble",
         "trained_at": trained_at.isoformat(timespec="seconds"), "train_rows": 0,
         "members": dict(zip(versions, weights, strict=True)),
+        **({"cascade": cascade_meta} if cascade_meta else {}),
         "metrics": {"dev": dev_metrics, "dev_score": dev_score(dev_metrics), "test": test_metrics,
                     "ood_probe": probe, "members_test": {
                         v: {"binary": m["binary"]["accuracy"], "three_class": m["three_class"]["accuracy"]}
                         for v, m in member_test.items()}},
     }
-    out = EnsembleSentiment.save(out_root / version, members, weights, meta)
+    out = EnsembleSentiment.save(out_root / version, members, weights, meta, cascade)
     write_model_card(out, meta, description=(
         "A log-linear blend `softmax(w₁·log p₁ + w₂·log p₂)` of two calibrated models: "
         + ", ".join(f"`{v}` (w = {w})" for v, w in zip(versions, weights, strict=True))
-        + ". Only the weight was fitted, on dev. Test accuracy of each member alone on the same rows: "
+        + ". Only the weight was fitted, on dev. "
+        + (f"It cascades: texts on which `{cascade_meta['screen']}` has a top probability of at least "
+           f"{cascade} keep its probabilities, only the others are blended ({cascade_meta['dev_share_blended']:.1%} "
+           f"of dev texts, {cascade_meta['test_share_blended']:.1%} of test texts); {cascade} is the lowest "
+           f"confidence at which the cascade scores within {cascade_meta['tolerance']} of the full blend on dev "
+           f"({cascade_meta['dev_score_full_blend']:.4f}). " if cascade_meta else "")
+        + "Test accuracy of each member alone on the same rows: "
         + "; ".join(f"`{v}` binary {m['binary']['accuracy']:.4f}, three-class {m['three_class']['accuracy']:.4f}"
                     for v, m in member_test.items()) + "."))
     log(f"saved {version} to {out} in {time.time() - t0:.0f}s")

@@ -362,7 +362,7 @@ def predict(input: Annotated[Path, typer.Argument(help="CSV, JSONL, Parquet or E
 
 
 @train_app.command("sentiment")
-def train_sentiment(model: Annotated[str, typer.Option("--model", help="Model kind: baseline or transformer.")]
+def train_sentiment(model: Annotated[str, typer.Option("--model", help="baseline, transformer or ensemble.")]
                     = "baseline",
                     data: Annotated[Path | None, typer.Option(help="Shared data folder (default ../shared/data).")]
                     = None,
@@ -379,6 +379,12 @@ def train_sentiment(model: Annotated[str, typer.Option("--model", help="Model ki
                     teacher: Annotated[str | None, typer.Option(
                         help="Transformer: distil from this sentiment model (a kind such as 'transformer' or "
                              "'ensemble', or a model folder).")] = None,
+                    cascade: Annotated[bool, typer.Option(
+                        help="Ensemble: the baseline screens every text and the blend reads only those it is "
+                             "unsure of (confidence chosen on dev).")] = True,
+                    cascade_tolerance: Annotated[float | None, typer.Option(
+                        min=0.0, help="Ensemble: the dev score the cascade may cost against the full blend "
+                                      "(default 0.001; 0.005 for about twice the speed).")] = None,
                     home: HomeOpt = None, db: DbOpt = None) -> None:
     """Train a sentiment model on the shared data; evaluate on test; promote if better on dev."""
     from models.registry import KINDS
@@ -396,7 +402,8 @@ def train_sentiment(model: Annotated[str, typer.Option("--model", help="Model ki
     data_dir = str(_run(lambda: shared_data_dir(data)))
     r = _run(lambda: train_flow(kind=model, data_dir=data_dir, max_rows=max_rows, db=str(settings.db_path),
                                 home=str(settings.home), promote_if_better=promote, ship=ship, base=base,
-                                epochs=epochs, layers=layers, teacher=teacher))
+                                epochs=epochs, layers=layers, teacher=teacher, cascade=cascade,
+                                cascade_tolerance=cascade_tolerance))
     t = r["test"]
     console.print(f"trained {r['model_version']}: test binary accuracy {t['binary']['accuracy']:.4f}, "
                   f"3-class accuracy {t['three_class']['accuracy']:.4f}; dev score {r['dev_score']:.4f} vs "

@@ -110,12 +110,15 @@ def transformer_option_problem(kind: str, layers: int | None, teacher: str | Non
 def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: str | None = None,
                max_rows: int | None = None, db: str | None = None, home: str | None = None,
                promote_if_better: bool = True, ship: bool = False, base: str | None = None,
-               epochs: float = 1.0, layers: int | None = None, teacher: str | None = None) -> dict:
+               epochs: float = 1.0, layers: int | None = None, teacher: str | None = None,
+               cascade: bool = True, cascade_tolerance: float | None = None) -> dict:
     """Train a model, evaluate it on held-out data, register it, and promote it if it beats the
     current model on ``dev``. ``ship`` also copies it over the shipped default (for maintainers).
     ``base``, ``epochs``, ``layers`` (keep the lowest N encoder layers) and ``teacher`` (distil from
     that sentiment model: a path or a kind) apply to the transformer; ``ensemble`` blends the current transformer and
-    baseline (only the blend weight is fitted, on dev). ``topics`` trains the topic model: ``semantic``
+    baseline (only the blend weight is fitted, on dev), cascading unless ``cascade`` is False: the
+    baseline screens, the blend reads what it is unsure of (``cascade_tolerance``: the dev score it
+    may cost, default ``models.train_ensemble.CASCADE_TOLERANCE``). ``topics`` trains the topic model: ``semantic``
     reads the current transformer's embeddings, ``lexical`` only TF-IDF."""
     if not ((task_name == "sentiment" and kind in KINDS) or (task_name == "topics" and kind in TOPIC_KINDS)):
         raise ValueError(f"cannot train {task_name!r} with model {kind!r}: 'sentiment' can be trained with "
@@ -147,10 +150,11 @@ def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: s
                                    teacher=teacher_dir),
                 settings.models_dir, settings.cache_dir, log=log.info, compare_with=current_dir)
         elif kind == "ensemble":
-            from models.train_ensemble import train_sentiment_ensemble
+            from models.train_ensemble import CASCADE_TOLERANCE, train_sentiment_ensemble
             members = [resolve_model(k, settings.models_dir) for k in ("transformer", "baseline")]
+            tolerance = (CASCADE_TOLERANCE if cascade_tolerance is None else cascade_tolerance) if cascade else None
             result = train_sentiment_ensemble(members, settings.models_dir, settings.cache_dir, log=log.info,
-                                              data_dir=data_dir, compare_with=current_dir)
+                                              data_dir=data_dir, compare_with=current_dir, cascade_tolerance=tolerance)
         else:
             result = train_sentiment_baseline(TrainOptions(data_dir=data_dir, max_rows=max_rows),
                                               settings.models_dir, log=log.info, compare_with=current_dir,

@@ -159,8 +159,10 @@ def test_ensemble_blends_a_transformer_with_the_shipped_baseline(tmp_path: Path,
     tiny = TransformerSentiment.from_base(str(tiny_base), base_cache, max_length=64)
     member = tiny.save(models_home / "tiny-1", meta={"model_version": "tiny-1"})
     result = train_sentiment_ensemble([member, resolve_model("baseline")], models_home, base_cache,
-                                      log=lambda _: None, train_frame=_frame(), compare_with=member)
+                                      log=lambda _: None, train_frame=_frame(), compare_with=member,
+                                      cascade_tolerance=None)
     doc = json.loads((result.model_dir / "model.json").read_text())
+    assert "cascade" not in doc
     assert doc["members"][0] == {"name": "tiny-1", "weight": doc["members"][0]["weight"]}
     assert "path" in doc["members"][1]                    # the shipped baseline is not a sibling
     weights = [m["weight"] for m in doc["members"]]
@@ -174,6 +176,66 @@ def test_ensemble_blends_a_transformer_with_the_shipped_baseline(tmp_path: Path,
     (models_home / "tiny-1" / "model.json").unlink()
     with pytest.raises(ModelLoadError, match="needs member"):
         load_sentiment_model(result.model_dir, base_cache)
+
+
+def test_cascade_blends_only_the_texts_the_baseline_is_unsure_of(tmp_path: Path, tiny_base: Path,
+                                                                 base_cache: Path) -> None:
+    from models.ensemble import EnsembleSentiment, cascaded
+    from models.train_ensemble import train_sentiment_ensemble
+    baseline = load_sentiment_model(resolve_model("baseline"))
+    tiny = TransformerSentiment.from_base(str(tiny_base), base_cache, max_length=64)
+    read: list[str] = []
+
+    class Reading:   # the transformer, noting which texts it is asked to read
+        labels = tiny.labels
+
+        def predict_proba(self, texts, tokens=None):
+            read.extend(texts)
+            return tiny.predict_proba(texts, tokens)
+
+    texts = ["质量不错，推荐购买", "太差了，再也不买", "还行吧，一般般", "快递到了", "客服态度恶劣，差评",
+             "请问几点发货"]
+    sure = baseline.predict_proba(texts).max(axis=1)
+    confidence = float(np.median(sure))
+    unsure = sure < confidence
+    assert 0 < unsure.sum() < len(texts)
+    ens = EnsembleSentiment([Reading(), baseline], [0.6, 0.4], ["tiny", "baseline"], cascade=confidence)
+    got = ens.predict_proba(texts)
+    assert read == [t for t, u in zip(texts, unsure, strict=True) if u]       # the sure ones never reach it
+    expected = cascaded([tiny.predict_proba(texts), baseline.predict_proba(texts)], [0.6, 0.4], 1, confidence)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_allclose(got[~unsure], baseline.predict_proba(texts)[~unsure], atol=1e-7)
+    with pytest.raises(ModelLoadError, match="baseline member"):
+        EnsembleSentiment([tiny, tiny], [0.5, 0.5], ["a", "b"], cascade=0.9)
+
+    # trained: the confidence is the lowest whose dev score is within the tolerance (any, at 1.0)
+    models_home = tmp_path / "models"
+    member = tiny.save(models_home / "tiny-1", meta={"model_version": "tiny-1"})
+    result = train_sentiment_ensemble([member, resolve_model("baseline")], models_home, base_cache,
+                                      log=lambda _: None, train_frame=_frame(), cascade_tolerance=1.0)
+    doc = json.loads((result.model_dir / "model.json").read_text())
+    assert doc["cascade"] == {"confidence": 0.5}
+    assert result.metrics and doc["meta"]["cascade"]["screen"] == baseline.meta["model_version"]
+    assert load_sentiment_model(result.model_dir, base_cache).cascade == 0.5
+    doc["cascade"] = {"confidence": 2}
+    (result.model_dir / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelLoadError, match="cascade needs a confidence"):
+        load_sentiment_model(result.model_dir, base_cache)
+
+
+def test_choose_cascade_takes_the_lowest_confidence_within_the_tolerance() -> None:
+    from models.ensemble import choose_cascade
+    truth = np.array([0, 0, 2, 2])
+    screen = np.array([[0.95, 0.03, 0.02], [0.40, 0.05, 0.55], [0.10, 0.05, 0.85], [0.30, 0.1, 0.6]])
+    other = np.array([[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.05, 0.05, 0.9], [0.05, 0.05, 0.9]])
+
+    def accuracy(p: np.ndarray) -> float:
+        return float((p.argmax(axis=1) == truth).mean())
+
+    # the screen is wrong on row 1 (0.55 sure): every confidence up to 0.55 loses it, 0.6 does not
+    assert choose_cascade([other, screen], [0.9, 0.1], 1, accuracy, 0.0) == (0.6, 1.0, 0.25)   # row 1 alone blended
+    assert choose_cascade([other, screen], [0.9, 0.1], 1, accuracy, 0.25)[0] == 0.5
+    assert choose_cascade([other, screen], [0.9, 0.1], 1, accuracy, 0.0, grid=(0.5,)) == (None, 1.0, 1.0)
 
 
 def test_cli_predicts_with_the_shipped_transformer_offline(tmp_path: Path, base_cache: Path, e5_folder: Path) -> None:
