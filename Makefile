@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python benchmarks/main_job_scale.py
 	$(BIN)/python benchmarks/dask_enrich.py
 	$(BIN)/python benchmarks/baseline_reference.py
+	$(BIN)/python benchmarks/cascade_serving.py
 
 train: install
 	$(BIN)/cxloop train sentiment

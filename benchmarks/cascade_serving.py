@@ -1,0 +1,132 @@
+"""The ensemble's cascade on one accuracy/speed curve: how many texts reach the transformer at each
+confidence, what that costs in held-out accuracy, and how many documents per second it serves.
+
+    .venv/bin/python benchmarks/cascade_serving.py [--data DIR] [--docs 1500] [--backend torch]
+        [--confidences none,0.99,0.9,0.8,0.7,0.6] [--model models/artifacts/sentiment-ensemble]
+
+The ensemble (default: the shipped one) blends the fine-tuned transformer with the baseline; with a
+cascade confidence the baseline screens every text and only those whose top baseline probability is
+below it are blended (``models.ensemble``). ``none`` is the full blend: every text through both.
+
+- **accuracy**: both members score the whole ``test`` split once (binary on the review set, three
+  classes on the aspect sets, as in training); each confidence's figures come from
+  ``models.ensemble.cascaded`` on those probabilities, with the share of test texts blended. The
+  confidence the shipped artifact uses was chosen on ``dev`` in training; ``test`` only reports.
+- **speed**: ``--docs`` texts of 60 characters cut from test-split reviews (as
+  ``sentiment_serving.py`` makes them), ``EnsembleSentiment.predict_proba`` with the transformer
+  on ``--backend`` (``torch``, ``onnx`` or ``onnx-int8``; the ONNX ones need the ``onnx`` extra),
+  segmentation included; documents per second and the ratio to the full blend in the same run.
+
+Prints a table; JSON goes to ``benchmarks/results/cascade_serving.json``; exit status 2 when the
+shared data is missing. About 8 minutes on 2 cores with ``torch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+from ingest_enrich import machine_info  # noqa: E402
+from sentiment_serving import texts_of_length  # noqa: E402
+
+RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "cascade_serving.json"
+
+
+def parse_confidences(value: str) -> list[float | None]:
+    out: list[float | None] = []
+    for part in value.split(","):
+        part = part.strip().lower()
+        out.append(None if part in ("none", "full", "") else float(part))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=None,
+                    help="the shared data folder (default: ../shared/data, $CXLOOP_SHARED_DATA)")
+    ap.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "artifacts" / "sentiment-ensemble")
+    ap.add_argument("--docs", type=int, default=1500, help="texts timed per confidence")
+    ap.add_argument("--backend", default="torch", help="the transformer's serving backend")
+    ap.add_argument("--confidences", default="none,0.99,0.9,0.8,0.7,0.6")
+    args = ap.parse_args(argv)
+
+    from models.data import DataMissingError, load_sentiment_corpus, shared_data_dir
+    from models.ensemble import EnsembleSentiment, blend, cascaded, screen_member
+    from models.evaluate import dev_score, evaluate_predictions
+    from models.registry import load_sentiment_model
+    from nlp import default_segmenter, normalize_text
+
+    try:
+        data_dir = shared_data_dir(args.data)
+        corpus = load_sentiment_corpus(data_dir)
+    except DataMissingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    confidences = parse_confidences(args.confidences)
+    ens = load_sentiment_model(args.model, backend=args.backend)
+    if not isinstance(ens, EnsembleSentiment):
+        print(f"error: {args.model} is not an ensemble", file=sys.stderr)
+        return 1
+    shipped = ens.cascade
+    screen = screen_member(ens.members)
+    seg = default_segmenter()
+
+    test = corpus[corpus.split == "test"]
+    norm = [normalize_text(t) for t in test.text]
+    tokens = seg.cut_many(norm)
+    t0 = time.time()
+    probas = [m.predict_proba(norm, tokens) for m in ens.members]
+    print(f"test: {len(norm)} texts scored by both members in {time.time() - t0:.0f} s", flush=True)
+
+    texts = [normalize_text(t) for t in texts_of_length(data_dir, args.docs, 60)]
+    ens.predict_proba(texts[:64], seg.cut_many(texts[:64]))   # warm-up: first batches load lazily
+    rows = []
+    for c in confidences:
+        p = blend(probas, ens.weights) if c is None else cascaded(probas, ens.weights, screen, c)
+        m = evaluate_predictions(test, p, ens.labels)
+        ens.cascade = c
+        t0 = time.perf_counter()
+        ens.predict_proba(texts, seg.cut_many(texts))
+        seconds = time.perf_counter() - t0
+        rows.append({"confidence": c, "shipped": c == shipped,
+                     "test_share_blended": 1.0 if c is None else float((probas[screen].max(axis=1) < c).mean()),
+                     "binary": m["binary"]["accuracy"], "three_class": m["three_class"]["accuracy"],
+                     "score": round(dev_score(m), 4), "docs_per_s": round(len(texts) / seconds, 1)})
+        print(f"  confidence {c}: {rows[-1]['docs_per_s']} docs/s, share {rows[-1]['test_share_blended']:.3f}, "
+              f"binary {rows[-1]['binary']:.4f}, 3-class {rows[-1]['three_class']:.4f}", flush=True)
+    base = next((r["docs_per_s"] for r in rows if r["confidence"] is None), None)
+    transformer = evaluate_predictions(test, probas[1 - screen], ens.labels)
+
+    print(f"\nensemble {ens.meta.get('model_version')} ({args.backend}), {len(texts)} texts of 60 characters\n")
+    print("| cascade confidence | test texts blended | test binary | test 3-class | docs/s | × full blend |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        name = "none (full blend)" if r["confidence"] is None else f"{r['confidence']}"
+        name += " (shipped)" if r["shipped"] else ""
+        ratio = f"{r['docs_per_s'] / base:.1f}" if base else "–"
+        print(f"| {name} | {r['test_share_blended']:.1%} | {r['binary']:.4f} | {r['three_class']:.4f} | "
+              f"{r['docs_per_s']:,.0f} | {ratio} |")
+    print(f"\ntransformer alone on test: binary {transformer['binary']['accuracy']:.4f}, "
+          f"3-class {transformer['three_class']['accuracy']:.4f}")
+
+    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_PATH.write_text(json.dumps({
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_info(),
+        "model": ens.meta.get("model_version"), "backend": args.backend, "docs": len(texts),
+        "shipped_confidence": shipped, "rows": rows,
+        "transformer_test": {"binary": transformer["binary"]["accuracy"],
+                             "three_class": transformer["three_class"]["accuracy"]}}, indent=2) + "\n",
+        encoding="utf-8")
+    print(f"results: {RESULTS_PATH.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
