@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     shipped = ens.cascade
     screen = screen_member(ens.members)
+    if screen is None:
+        print(f"error: {args.model} has no baseline member to screen with", file=sys.stderr)
+        return 1
     seg = default_segmenter()
 
     test = corpus[corpus.split == "test"]

@@ -67,12 +67,9 @@ def choose_cascade(probas: Sequence[np.ndarray], weights: Sequence[float], scree
     return None, full, 1.0
 
 
-def screen_member(members: Sequence[object]) -> int:
-    """The index of the member a cascade screens with: the (cheap) baseline."""
-    for i, m in enumerate(members):
-        if getattr(m, "kind", None) == "baseline":
-            return i
-    raise ModelLoadError("a cascade needs a baseline member to screen the texts with")
+def screen_member(members: Sequence[object]) -> int | None:
+    """The index of the member a cascade screens with: the (cheap) baseline; None without one."""
+    return next((i for i, m in enumerate(members) if getattr(m, "kind", None) == "baseline"), None)
 
 
 class EnsembleSentiment:
@@ -85,8 +82,8 @@ class EnsembleSentiment:
             if tuple(m.labels) != LABELS:
                 raise ModelLoadError(f"ensemble member with labels {m.labels} (expected {LABELS})")
         self.cascade = cascade   # None: every text through every member
-        if cascade is not None:
-            screen_member(members)   # fails now, not at the first prediction
+        if cascade is not None and screen_member(members) is None:
+            raise ModelLoadError("a cascade needs a baseline member to screen the texts with")
 
     def predict_proba(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None) -> np.ndarray:
         if len(texts) == 0:
@@ -94,6 +91,7 @@ class EnsembleSentiment:
         if self.cascade is None:
             return blend([m.predict_proba(texts, tokens) for m in self.members], self.weights)
         screen = screen_member(self.members)
+        assert screen is not None   # checked in __init__
         first = self.members[screen].predict_proba(texts, tokens)
         out = first.copy()
         unsure = np.flatnonzero(first.max(axis=1) < self.cascade)

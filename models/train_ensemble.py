@@ -58,8 +58,8 @@ def train_sentiment_ensemble(members: list[Path], out_root: Path, cache_root: Pa
     weights = [weight, round(1 - weight, 2)]
     log(f"blend weights {dict(zip(versions, weights, strict=True))}: dev score {score:.4f}")
     cascade, cascade_meta = None, None
-    if cascade_tolerance is not None and any(getattr(m, "kind", None) == "baseline" for m in models):
-        screen = screen_member(models)
+    screen = screen_member(models)
+    if cascade_tolerance is not None and screen is not None:
         cascade, c_score, share = choose_cascade(probas["dev"], weights, screen,
                                                  lambda p: dev_score(evaluate_predictions(dev, p, LABELS)),
                                                  cascade_tolerance)
@@ -72,7 +72,7 @@ def train_sentiment_ensemble(members: list[Path], out_root: Path, cache_root: Pa
                 f"texts): dev score {c_score:.4f} vs full blend {score:.4f}")
 
     def ensemble_proba(split: str) -> np.ndarray:
-        if cascade is None:
+        if cascade is None or screen is None:
             return blend(probas[split], weights)
         return cascaded(probas[split], weights, screen, cascade)
 
