@@ -38,6 +38,7 @@ from models.registry import (
     load_topic_model,
     model_version_of,
     resolve_model,
+    serving_version_of,
 )
 from models.topic_sentiment import topic_sentiments
 from models.topics import TopicModel
@@ -115,7 +116,7 @@ def analysis_version(sentiment_version: str, topic_version: str, taxonomy: Taxon
 
 def current_analysis_version(models_home: Path | None, model: str | None, taxonomy: Taxonomy) -> str:
     """The ``model_version`` that rows scored now carry (without loading any model)."""
-    return analysis_version(model_version_of(resolve_model(model, models_home)),
+    return analysis_version(serving_version_of(resolve_model(model, models_home)),
                             model_version_of(resolve_model(None, models_home, task="topics")), taxonomy)
 
 
@@ -158,7 +159,7 @@ class Analyzer:
             if encoder is None:
                 encoder = load_sentiment_model(encoder_dir_for(topic_dir, topic_model.encoder, models_home),
                                                cache_root, quantize=quantize, backend=backend)
-        version = analysis_version(model_version_of(path), topic_model.model_version, tax)
+        version = analysis_version(serving_version_of(path), topic_model.model_version, tax)
         return cls(sentiment, version, tax, default_segmenter(), topic_model, encoder, default_emotion_lexicon())
 
     def topics_of(self, texts: Sequence[str], tokens: Sequence[Sequence[str]],

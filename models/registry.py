@@ -61,6 +61,45 @@ def model_version_of(path: str | os.PathLike[str]) -> str:
     return version
 
 
+def cascade_setting() -> float | str | None:
+    """``CXLOOP_CASCADE``: unset (None: each ensemble's own cascade), ``off`` (every text through
+    every member) or a confidence in (0, 1] for every ensemble loaded (``models.ensemble``): lower
+    is faster, higher closer to the full blend (the curve is in the README)."""
+    raw = os.environ.get("CXLOOP_CASCADE", "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("off", "none"):
+        return "off"
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise ModelLoadError(f"CXLOOP_CASCADE={raw!r}: give a confidence in (0, 1] (e.g. 0.7) or 'off'")
+    return value
+
+
+def _cascade_override(doc: dict) -> tuple[bool, float | None]:
+    """(whether ``CXLOOP_CASCADE`` changes the ensemble whose ``model.json`` is ``doc``, the cascade
+    confidence it sets: None for off). Unset, another kind of model, or the artifact's own value
+    change nothing."""
+    setting = cascade_setting()
+    if setting is None or doc.get("format") != ENSEMBLE_FORMAT:
+        return False, None
+    value = None if setting == "off" else float(setting)
+    own = doc["cascade"].get("confidence") if isinstance(doc.get("cascade"), dict) else None
+    return value != own, value
+
+
+def serving_version_of(path: str | os.PathLike[str]) -> str:
+    """The ``model_version`` a sentiment model's predictions carry: the artifact's, plus
+    ``+cascade-<c>`` (or ``+cascade-off``) when ``CXLOOP_CASCADE`` overrides an ensemble's cascade,
+    so rows scored either way are told apart (and re-scored when it changes)."""
+    version = model_version_of(path)
+    changes, value = _cascade_override(_read_json(Path(path) / "model.json"))
+    return f"{version}+cascade-{'off' if value is None else f'{value:g}'}" if changes else version
+
+
 def promoted(models_home: Path | None, task: str = "sentiment") -> Path | None:
     """The folder of the promoted model for ``task`` under ``models_home``, if any."""
     if models_home is None:
@@ -152,8 +191,14 @@ def load_sentiment_model(path: str | os.PathLike[str], cache_root: Path | None =
         model = TransformerSentiment.load(p, cache, quantize=quantize)
         return model if backend == "torch" else model.use_onnx(cache, int8=backend == "onnx-int8")
     if fmt == ENSEMBLE_FORMAT:
-        from models.ensemble import EnsembleSentiment
-        return EnsembleSentiment.load(p, lambda member: load_sentiment_model(member, cache_root, quantize, backend))
+        from models.ensemble import EnsembleSentiment, screen_member
+        changes, cascade = _cascade_override(_read_json(p / "model.json"))
+        ensemble = EnsembleSentiment.load(p, lambda member: load_sentiment_model(member, cache_root, quantize, backend))
+        if changes:
+            if cascade is not None and screen_member(ensemble.members) is None:
+                raise ModelLoadError(f"CXLOOP_CASCADE={cascade:g}: {p} has no baseline member to screen with")
+            ensemble.cascade = cascade
+        return ensemble
     raise ModelLoadError(f"{p / 'model.json'}: unknown model format {fmt!r}")
 
 

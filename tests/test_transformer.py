@@ -223,6 +223,35 @@ def test_cascade_blends_only_the_texts_the_baseline_is_unsure_of(tmp_path: Path,
         load_sentiment_model(result.model_dir, base_cache)
 
 
+def test_cxloop_cascade_overrides_an_ensembles_cascade_and_marks_the_version(
+        tmp_path: Path, tiny_base: Path, base_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.ensemble import EnsembleSentiment
+    from models.predict import current_analysis_version
+    from models.registry import serving_version_of
+    from nlp import default_taxonomy
+    tiny = TransformerSentiment.from_base(str(tiny_base), base_cache, max_length=64)
+    member = tiny.save(tmp_path / "tiny-1", meta={"model_version": "tiny-1"})
+    folder = EnsembleSentiment.save(tmp_path / "ens", [member, resolve_model("baseline")], [0.6, 0.4],
+                                    {"model_version": "ens-1"}, cascade=0.9)
+    assert load_sentiment_model(folder, base_cache).cascade == 0.9 and serving_version_of(folder) == "ens-1"
+    for setting, cascade, version in (("0.7", 0.7, "ens-1+cascade-0.7"), ("off", None, "ens-1+cascade-off"),
+                                      ("0.9", 0.9, "ens-1")):    # the artifact's own value changes nothing
+        monkeypatch.setenv("CXLOOP_CASCADE", setting)
+        assert load_sentiment_model(folder, base_cache).cascade == cascade
+        assert serving_version_of(folder) == version
+    monkeypatch.setenv("CXLOOP_CASCADE", "0.7")
+    assert "+cascade-0.7+topics-" in current_analysis_version(None, str(folder), default_taxonomy())
+    baseline = resolve_model("baseline")
+    assert serving_version_of(baseline) == json.loads((baseline / "model.json").read_text())["meta"]["model_version"]
+    twins = EnsembleSentiment.save(tmp_path / "twins", [member, member], [0.5, 0.5], {"model_version": "twins-1"})
+    with pytest.raises(ModelLoadError, match="no baseline member"):
+        load_sentiment_model(twins, base_cache)
+    for bad in ("1.5", "fast", "0"):
+        monkeypatch.setenv("CXLOOP_CASCADE", bad)
+        with pytest.raises(ModelLoadError, match="CXLOOP_CASCADE"):
+            load_sentiment_model(folder, base_cache)
+
+
 def test_choose_cascade_takes_the_lowest_confidence_within_the_tolerance() -> None:
     from models.ensemble import choose_cascade
     truth = np.array([0, 0, 2, 2])
