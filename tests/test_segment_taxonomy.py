@@ -97,6 +97,8 @@ def test_keyword_rules_match_topics() -> None:
     assert tax.match("请问超时赔付怎么申请") == ["logistics"]
     assert "logistics" not in tax.match("手机银行登录超时，排队办理也超时")   # 超时 alone is no delivery
     assert "digital_experience" in tax.match("App更新后闪退")
+    assert tax.match("半夜收到消费提醒,境外被刷了两千多") == ["security_privacy"]
+    assert tax.match("境外消费的货币转换费收得不明不白") == ["price_fees"]
     assert tax.match("今天天气不错") == []
 
 

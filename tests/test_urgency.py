@@ -45,6 +45,7 @@ SENTENCES = [
     ("插座一插上就触电了", "safety:触电"),
     ("有人冒用我的身份开了卡,这是诈骗", "fraud:冒用"),
     ("银行卡被冻结了,工资取不出来", "fraud:冻结"),
+    ("半夜收到消费提醒,境外被刷了两千多,急!", "fraud:被刷了"),
 ])
 def test_each_category_with_evidence(text: str, reason: str) -> None:
     reasons = detect_urgency(text)
