@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in confidences:
         p = blend(probas, ens.weights) if c is None else cascaded(probas, ens.weights, screen, c)
         m = evaluate_predictions(test, p, ens.labels)
-        ens.cascade = c
+        ens.set_cascade(c)
         t0 = time.perf_counter()
         ens.predict_proba(texts, seg.cut_many(texts))
         seconds = time.perf_counter() - t0

@@ -81,9 +81,15 @@ class EnsembleSentiment:
         for m in members:
             if tuple(m.labels) != LABELS:
                 raise ModelLoadError(f"ensemble member with labels {m.labels} (expected {LABELS})")
-        self.cascade = cascade   # None: every text through every member
-        if cascade is not None and screen_member(members) is None:
-            raise ModelLoadError("a cascade needs a baseline member to screen the texts with")
+        self.cascade: float | None = None   # None: every text through every member
+        self.set_cascade(cascade)
+
+    def set_cascade(self, confidence: float | None, source: str = "cascade") -> None:
+        """Screen with the baseline member below ``confidence`` (None: the full blend); ``source``
+        names the setting in the error an ensemble without a baseline member raises."""
+        if confidence is not None and screen_member(self.members) is None:
+            raise ModelLoadError(f"{source}: the ensemble has no baseline member to screen the texts with")
+        self.cascade = confidence
 
     def predict_proba(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None) -> np.ndarray:
         if len(texts) == 0:

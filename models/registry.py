@@ -177,7 +177,8 @@ def load_sentiment_model(path: str | os.PathLike[str], cache_root: Path | None =
     if not p.is_dir():
         raise ModelLoadError(f"model folder not found: {p}")
     backend = serving_backend(backend)
-    fmt = _read_json(p / "model.json").get("format")
+    doc = _read_json(p / "model.json")
+    fmt = doc.get("format")
     if fmt == BASELINE_FORMAT:
         return BaselineSentiment.load(p)
     if fmt == TRANSFORMER_FORMAT:
@@ -191,13 +192,11 @@ def load_sentiment_model(path: str | os.PathLike[str], cache_root: Path | None =
         model = TransformerSentiment.load(p, cache, quantize=quantize)
         return model if backend == "torch" else model.use_onnx(cache, int8=backend == "onnx-int8")
     if fmt == ENSEMBLE_FORMAT:
-        from models.ensemble import EnsembleSentiment, screen_member
-        changes, cascade = _cascade_override(_read_json(p / "model.json"))
+        from models.ensemble import EnsembleSentiment
+        changes, cascade = _cascade_override(doc)
         ensemble = EnsembleSentiment.load(p, lambda member: load_sentiment_model(member, cache_root, quantize, backend))
         if changes:
-            if cascade is not None and screen_member(ensemble.members) is None:
-                raise ModelLoadError(f"CXLOOP_CASCADE={cascade:g}: {p} has no baseline member to screen with")
-            ensemble.cascade = cascade
+            ensemble.set_cascade(cascade, f"CXLOOP_CASCADE={os.environ.get('CXLOOP_CASCADE', '').strip()} ({p})")
         return ensemble
     raise ModelLoadError(f"{p / 'model.json'}: unknown model format {fmt!r}")
 
