@@ -18,7 +18,7 @@ from models.baseline import ModelLoadError
 from models.e5_base import PREFIX, BaseModelError, ensure_base, resolve_base
 from models.registry import load_sentiment_model, resolve_model
 from models.train_transformer import TransformerOptions, fit_temperature, train_sentiment_transformer
-from models.transformer import TransformerSentiment, length_batches
+from models.transformer import TransformerSentiment, lane_batch_size, length_batches
 
 TEXTS = ["物流太慢了，等了一个星期才到", "客服态度很好，问题解决了", "App 8.2 更新后登录闪退，烦死了!!",
          "hello world, nice hotel", "这家酒店的早餐一般般，位置不错"]
@@ -61,6 +61,19 @@ def test_length_batches_respect_budget() -> None:
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for b in batches:
         assert len(b) <= 3 and (len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 120)
+
+
+def test_lane_batch_size_fills_whole_rounds_of_lanes() -> None:
+    assert lane_batch_size(173, 64, 2) == 44          # 4 batches, 2 rounds of 2 (not 64 + 64 + 45)
+    assert lane_batch_size(100, 64, 2) == 50          # 2 batches side by side
+    assert lane_batch_size(3, 64, 2) == 2             # 2 + 1
+    assert lane_batch_size(1280, 64, 2) == 64         # already whole rounds
+    assert lane_batch_size(1290, 64, 2) == 59         # 11 rounds of 2 instead of 10 and a lone batch
+    assert lane_batch_size(173, 64, 1) == 64 and lane_batch_size(0, 64, 2) == 64
+    for n in range(1, 400):
+        size = lane_batch_size(n, 64, 2)
+        batches = -(-n // size)
+        assert size <= 64 and (batches % 2 == 0 or batches == 1)
 
 
 def test_fit_temperature_recovers_scale() -> None:
