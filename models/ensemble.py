@@ -13,7 +13,10 @@ always agrees with it. An ensemble with a ``cascade`` confidence scores every te
 first and runs the other member (the transformer, ~70× slower on a CPU) only on the texts whose top
 baseline probability is below that confidence; the sure ones keep the baseline's probabilities. The
 confidence is chosen on ``dev`` (:func:`choose_cascade`): the lowest at which the cascade scores within
-a tolerance of the full blend.
+a tolerance of the full blend. An artifact also records a **fast** point (:func:`choose_fast_cascade`,
+served with ``CXLOOP_CASCADE=fast``): the lowest confidence at which the cascade stays within
+:data:`FAST_TOLERANCE` of the slow member alone on ``dev``, binary and three-class accuracy each, i.e. the
+transformer's accuracy for the fewest transformer runs.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from models.baseline import ModelLoadError, softmax
 
 FORMAT = "cxloop-ensemble-sentiment/1"
 LABELS = ("neg", "neu", "pos")
+GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99)
+FAST_GRID = tuple(float(c) for c in np.round(np.arange(0.5, 0.99, 0.02), 2))   # 0.50, 0.52, …, 0.98
+FAST_TOLERANCE = 0.005   # the fast point may be at most 0.5 points under the slow member alone, per task
 
 
 def blend(probas: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
@@ -52,19 +58,44 @@ def cascaded(probas: Sequence[np.ndarray], weights: Sequence[float], screen: int
     return out
 
 
+def lowest_confidence(probas: Sequence[np.ndarray], weights: Sequence[float], screen: int,
+                      good: Callable[[np.ndarray], bool], grid: Sequence[float]) -> float | None:
+    """The lowest confidence of ``grid`` whose cascade (screened by member ``screen``) is ``good``."""
+    return next((c for c in sorted(grid) if good(cascaded(probas, weights, screen, c))), None)
+
+
+def blended_share(screen_proba: np.ndarray, confidence: float) -> float:
+    """The share of texts a cascade at ``confidence`` sends past the screen."""
+    return float((screen_proba.max(axis=1) < confidence).mean())
+
+
 def choose_cascade(probas: Sequence[np.ndarray], weights: Sequence[float], screen: int,
-                   score: Callable[[np.ndarray], float], tolerance: float,
-                   grid: Sequence[float] = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99),
+                   score: Callable[[np.ndarray], float], tolerance: float, grid: Sequence[float] = GRID,
                    ) -> tuple[float | None, float, float]:
     """The lowest confidence of ``grid`` at which the cascade screened by member ``screen`` scores at
     least the full blend's ``score`` minus ``tolerance``: (confidence, its score, the share of texts
     the other members still read). (None, blend's score, 1.0) when no confidence is good enough."""
     full = score(blend(probas, weights))
-    for c in sorted(grid):
-        s = score(cascaded(probas, weights, screen, c))
-        if s >= full - tolerance:
-            return c, s, float((probas[screen].max(axis=1) < c).mean())
-    return None, full, 1.0
+    c = lowest_confidence(probas, weights, screen, lambda p: score(p) >= full - tolerance, grid)
+    if c is None:
+        return None, full, 1.0
+    return c, score(cascaded(probas, weights, screen, c)), blended_share(probas[screen], c)
+
+
+def choose_fast_cascade(probas: Sequence[np.ndarray], weights: Sequence[float], screen: int,
+                        accuracies: Callable[[np.ndarray], Sequence[float]],
+                        tolerance: float = FAST_TOLERANCE, grid: Sequence[float] = FAST_GRID,
+                        ) -> tuple[float | None, float]:
+    """The lowest confidence of ``grid`` at which the cascade's ``accuracies`` (e.g. binary and
+    three-class) are each at least the slow member's own minus ``tolerance``: (confidence, the share of
+    texts the slow member still reads); (None, 1.0) when none is."""
+    slow = [p for k, p in enumerate(probas) if k != screen]
+    if len(slow) != 1:
+        raise ValueError("the fast cascade point compares against one slow member")
+    reference = accuracies(slow[0])
+    c = lowest_confidence(probas, weights, screen, lambda p: all(
+        a >= r - tolerance for a, r in zip(accuracies(p), reference, strict=True)), grid)
+    return (None, 1.0) if c is None else (c, blended_share(probas[screen], c))
 
 
 def screen_member(members: Sequence[object]) -> int | None:
@@ -76,13 +107,14 @@ class EnsembleSentiment:
     labels = LABELS
 
     def __init__(self, members: list, weights: list[float], names: list[str], meta: dict | None = None,
-                 cascade: float | None = None) -> None:
+                 cascade: float | None = None, fast: float | None = None) -> None:
         self.members, self.weights, self.names, self.meta = members, weights, names, meta or {}
         for m in members:
             if tuple(m.labels) != LABELS:
                 raise ModelLoadError(f"ensemble member with labels {m.labels} (expected {LABELS})")
         self.cascade: float | None = None   # None: every text through every member
         self.set_cascade(cascade)
+        self.fast = fast   # the fast point recorded in training (CXLOOP_CASCADE=fast), if any
 
     def set_cascade(self, confidence: float | None, source: str = "cascade") -> None:
         """Screen with the baseline member below ``confidence`` (None: the full blend); ``source``
@@ -110,14 +142,15 @@ class EnsembleSentiment:
 
     @staticmethod
     def save(folder: Path, members: list[Path], weights: list[float], meta: dict,
-             cascade: float | None = None) -> Path:
+             cascade: float | None = None, fast: float | None = None) -> Path:
         """Write the ensemble's ``model.json``: a member beside ``folder`` is named, any other by path."""
         folder.mkdir(parents=True, exist_ok=True)
         refs = [{"name": m.name} if m.resolve().parent == folder.resolve().parent else {"path": str(m.resolve())}
                 for m in members]
         doc = {"format": FORMAT, "labels": list(LABELS),
                "members": [{**r, "weight": w} for r, w in zip(refs, weights, strict=True)],
-               **({"cascade": {"confidence": cascade}} if cascade is not None else {}), "meta": meta}
+               **({"cascade": cascade_doc(cascade, fast)} if cascade is not None or fast is not None else {}),
+               "meta": meta}
         (folder / "model.json").write_text(json.dumps(doc, ensure_ascii=False, indent=2), encoding="utf-8")
         return folder
 
@@ -135,8 +168,27 @@ class EnsembleSentiment:
             names.append(path.name)
         if not members:
             raise ModelLoadError(f"{folder / 'model.json'} lists no members")
-        cascade = doc.get("cascade")
-        confidence = cascade.get("confidence") if isinstance(cascade, dict) else None
-        if cascade is not None and not (isinstance(confidence, int | float) and 0 < confidence <= 1):
-            raise ModelLoadError(f"{folder / 'model.json'}: cascade needs a confidence in (0, 1], got {cascade!r}")
-        return cls(members, weights, names, doc.get("meta", {}), None if cascade is None else float(confidence))
+        confidence, fast = cascade_points(doc, folder / "model.json")
+        return cls(members, weights, names, doc.get("meta", {}), confidence, fast)
+
+
+def cascade_doc(confidence: float | None, fast: float | None) -> dict:
+    """The ``cascade`` entry of an ensemble's ``model.json``."""
+    return {k: v for k, v in (("confidence", confidence), ("fast", fast)) if v is not None}
+
+
+def cascade_points(doc: dict, where: Path | str) -> tuple[float | None, float | None]:
+    """(the cascade's confidence, its fast point) recorded in an ensemble's ``model.json`` ``doc``
+    (None where absent); a value outside (0, 1] is a ``ModelLoadError`` naming ``where``."""
+    cascade = doc.get("cascade")
+    if cascade is None:
+        return None, None
+    if not isinstance(cascade, dict) or not cascade.keys() & {"confidence", "fast"}:
+        raise ModelLoadError(f"{where}: cascade needs a confidence in (0, 1], got {cascade!r}")
+    out = []
+    for key in ("confidence", "fast"):
+        value = cascade.get(key)
+        if value is not None and not (isinstance(value, int | float) and 0 < value <= 1):
+            raise ModelLoadError(f"{where}: cascade needs a {key} in (0, 1], got {cascade!r}")
+        out.append(None if value is None else float(value))
+    return out[0], out[1]

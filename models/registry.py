@@ -21,6 +21,7 @@ from models.baseline import FORMAT as BASELINE_FORMAT
 from models.baseline import BaselineSentiment, ModelLoadError
 from models.e5_base import default_cache_root
 from models.ensemble import FORMAT as ENSEMBLE_FORMAT
+from models.ensemble import cascade_points
 from models.topics import TopicModel
 from models.transformer import FORMAT as TRANSFORMER_FORMAT
 
@@ -63,31 +64,35 @@ def model_version_of(path: str | os.PathLike[str]) -> str:
 
 def cascade_setting() -> float | str | None:
     """``CXLOOP_CASCADE``: unset (None: each ensemble's own cascade), ``off`` (every text through
-    every member) or a confidence in (0, 1] for every ensemble loaded (``models.ensemble``): lower
-    is faster, higher closer to the full blend (the curve is in the README)."""
+    every member), ``fast`` (each ensemble's recorded fast point: the transformer's accuracy for the
+    fewest transformer runs) or a confidence in (0, 1] for every ensemble loaded (``models.ensemble``):
+    lower is faster, higher closer to the full blend (the curve is in the README)."""
     raw = os.environ.get("CXLOOP_CASCADE", "").strip().lower()
     if not raw:
         return None
-    if raw in ("off", "none"):
-        return "off"
+    if raw in ("off", "none", "fast"):
+        return "off" if raw == "none" else raw
     try:
         value = float(raw)
     except ValueError:
         value = float("nan")
     if not 0 < value <= 1:
-        raise ModelLoadError(f"CXLOOP_CASCADE={raw!r}: give a confidence in (0, 1] (e.g. 0.7) or 'off'")
+        raise ModelLoadError(f"CXLOOP_CASCADE={raw!r}: give a confidence in (0, 1] (e.g. 0.7), 'fast' or 'off'")
     return value
 
 
-def _cascade_override(doc: dict) -> tuple[bool, float | None]:
-    """(whether ``CXLOOP_CASCADE`` changes the ensemble whose ``model.json`` is ``doc``, the cascade
-    confidence it sets: None for off). Unset, another kind of model, or the artifact's own value
-    change nothing."""
+def _cascade_override(doc: dict, where: Path) -> tuple[bool, float | None]:
+    """(whether ``CXLOOP_CASCADE`` changes the ensemble whose ``model.json`` (at ``where``) is ``doc``,
+    the cascade confidence it sets: None for off). Unset, another kind of model, or the artifact's own
+    value change nothing; ``fast`` on an ensemble that records no fast point is a ``ModelLoadError``."""
     setting = cascade_setting()
     if setting is None or doc.get("format") != ENSEMBLE_FORMAT:
         return False, None
-    value = None if setting == "off" else float(setting)
-    own = doc["cascade"].get("confidence") if isinstance(doc.get("cascade"), dict) else None
+    own, fast = cascade_points(doc, where)
+    if setting == "fast" and fast is None:
+        raise ModelLoadError(f"CXLOOP_CASCADE=fast: {where} records no fast cascade point (an ensemble trained "
+                             "before 2026-11-24 or without a baseline member); give a confidence instead")
+    value = None if setting == "off" else fast if setting == "fast" else float(setting)
     return value != own, value
 
 
@@ -96,7 +101,7 @@ def serving_version_of(path: str | os.PathLike[str]) -> str:
     ``+cascade-<c>`` (or ``+cascade-off``) when ``CXLOOP_CASCADE`` overrides an ensemble's cascade,
     so rows scored either way are told apart (and re-scored when it changes)."""
     version = model_version_of(path)
-    changes, value = _cascade_override(_read_json(Path(path) / "model.json"))
+    changes, value = _cascade_override(_read_json(Path(path) / "model.json"), Path(path) / "model.json")
     return f"{version}+cascade-{'off' if value is None else f'{value:g}'}" if changes else version
 
 
@@ -193,7 +198,7 @@ def load_sentiment_model(path: str | os.PathLike[str], cache_root: Path | None =
         return model if backend == "torch" else model.use_onnx(cache, int8=backend == "onnx-int8")
     if fmt == ENSEMBLE_FORMAT:
         from models.ensemble import EnsembleSentiment
-        changes, cascade = _cascade_override(doc)
+        changes, cascade = _cascade_override(doc, p / "model.json")
         ensemble = EnsembleSentiment.load(p, lambda member: load_sentiment_model(member, cache_root, quantize, backend))
         if changes:
             ensemble.set_cascade(cascade, f"CXLOOP_CASCADE={os.environ.get('CXLOOP_CASCADE', '').strip()} ({p})")

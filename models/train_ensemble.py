@@ -15,11 +15,14 @@ import pandas as pd
 from models.card import write_model_card
 from models.data import load_ood_probe, load_sentiment_corpus
 from models.ensemble import (
+    FAST_TOLERANCE,
     LABELS,
     EnsembleSentiment,
     blend,
+    blended_share,
     cascaded,
     choose_cascade,
+    choose_fast_cascade,
     choose_weight,
     screen_member,
 )
@@ -64,12 +67,31 @@ def train_sentiment_ensemble(members: list[Path], out_root: Path, cache_root: Pa
                                                  lambda p: dev_score(evaluate_predictions(dev, p, LABELS)),
                                                  cascade_tolerance)
         if cascade is not None:
-            test_share = float((probas["test"][screen].max(axis=1) < cascade).mean())
+            test_share = blended_share(probas["test"][screen], cascade)
             cascade_meta = {"confidence": cascade, "tolerance": cascade_tolerance, "screen": versions[screen],
                             "dev_score_full_blend": round(score, 4), "dev_share_blended": round(share, 4),
                             "test_share_blended": round(test_share, 4)}
             log(f"cascade: below {versions[screen]}'s confidence {cascade} the blend runs ({share:.1%} of dev "
                 f"texts): dev score {c_score:.4f} vs full blend {score:.4f}")
+    fast, fast_meta = None, None
+    if cascade_tolerance is not None and screen is not None:
+        def accuracies(p: np.ndarray) -> tuple[float, ...]:
+            m = evaluate_predictions(dev, p, LABELS)
+            return tuple(m[k]["accuracy"] for k in ("binary", "three_class") if k in m)
+        fast, fast_share = choose_fast_cascade(probas["dev"], weights, screen, accuracies)
+        if fast is not None:
+            slow = versions[1 - screen]
+            fast_probas = {split: cascaded(probas[split], weights, screen, fast) for split in ("dev", "test")}
+            fast_meta = {"confidence": fast, "tolerance": FAST_TOLERANCE, "of": slow,
+                         "dev_share_blended": round(fast_share, 4),
+                         "test_share_blended": round(blended_share(probas["test"][screen], fast), 4),
+                         "dev": dict(zip(("binary", "three_class"), accuracies(fast_probas["dev"]), strict=False)),
+                         "dev_of": dict(zip(("binary", "three_class"), accuracies(probas["dev"][1 - screen]),
+                                            strict=False)),
+                         "test": {k: m["accuracy"] for k, m in evaluate_predictions(
+                             frames["test"], fast_probas["test"], LABELS).items() if k in ("binary", "three_class")}}
+            log(f"fast cascade (CXLOOP_CASCADE=fast): confidence {fast}, {fast_share:.1%} of dev texts blended, "
+                f"within {FAST_TOLERANCE} of {slow} alone on dev")
 
     def ensemble_proba(split: str) -> np.ndarray:
         if cascade is None or screen is None:
@@ -85,10 +107,14 @@ def train_sentiment_ensemble(members: list[Path], out_root: Path, cache_root: Pa
         + "; ".join(f"{v} {m['binary']['accuracy']:.4f} / {m['three_class']['accuracy']:.4f}"
                     for v, m in member_test.items()))
     ensemble = EnsembleSentiment(models, weights, versions, cascade=cascade)
-    probe = evaluate_probe(ensemble, load_ood_probe())
+    probe_frame = load_ood_probe()
+    probe = evaluate_probe(ensemble, probe_frame)
+    if fast_meta is not None:
+        ensemble.set_cascade(fast)
+        fast_meta["ood_probe"] = evaluate_probe(ensemble, probe_frame)
 
     trained_at = datetime.now(UTC)
-    fitted = (versions, weights) + ((cascade,) if cascade is not None else ())
+    fitted = (versions, weights) + ((cascade,) if cascade is not None else ()) + ((fast,) if fast is not None else ())
     digest = hashlib.sha1(repr(fitted).encode()).hexdigest()[:8]
     version = f"sentiment-ensemble-{trained_at:%Y%m%d}-{digest}"
     meta = {
@@ -96,12 +122,13 @@ def train_sentiment_ensemble(members: list[Path], out_root: Path, cache_root: Pa
         "trained_at": trained_at.isoformat(timespec="seconds"), "train_rows": 0,
         "members": dict(zip(versions, weights, strict=True)),
         **({"cascade": cascade_meta} if cascade_meta else {}),
+        **({"fast_cascade": fast_meta} if fast_meta else {}),
         "metrics": {"dev": dev_metrics, "dev_score": dev_score(dev_metrics), "test": test_metrics,
                     "ood_probe": probe, "members_test": {
                         v: {"binary": m["binary"]["accuracy"], "three_class": m["three_class"]["accuracy"]}
                         for v, m in member_test.items()}},
     }
-    out = EnsembleSentiment.save(out_root / version, members, weights, meta, cascade)
+    out = EnsembleSentiment.save(out_root / version, members, weights, meta, cascade, fast)
     write_model_card(out, meta, description=(
         "A log-linear blend `softmax(w₁·log p₁ + w₂·log p₂)` of two calibrated models: "
         + ", ".join(f"`{v}` (w = {w})" for v, w in zip(versions, weights, strict=True))
@@ -111,6 +138,11 @@ def train_sentiment_ensemble(members: list[Path], out_root: Path, cache_root: Pa
            f"of dev texts, {cascade_meta['test_share_blended']:.1%} of test texts); {cascade} is the lowest "
            f"confidence at which the cascade scores within {cascade_meta['tolerance']} of the full blend on dev "
            f"({cascade_meta['dev_score_full_blend']:.4f}). " if cascade_meta else "")
+        + (f"`CXLOOP_CASCADE=fast` serves its fast point, confidence {fast}: the lowest at which the cascade "
+           f"stays within {FAST_TOLERANCE} of `{fast_meta['of']}` alone on dev in each task "
+           f"({fast_meta['dev_share_blended']:.1%} of dev texts, {fast_meta['test_share_blended']:.1%} of test texts "
+           f"blended; test binary {fast_meta['test'].get('binary')}, three-class {fast_meta['test'].get('three_class')}"
+           f"). " if fast_meta else "")
         + "Test accuracy of each member alone on the same rows: "
         + "; ".join(f"`{v}` binary {m['binary']['accuracy']:.4f}, three-class {m['three_class']['accuracy']:.4f}"
                     for v, m in member_test.items()) + "."))

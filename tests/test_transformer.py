@@ -227,7 +227,8 @@ def test_cascade_blends_only_the_texts_the_baseline_is_unsure_of(tmp_path: Path,
     result = train_sentiment_ensemble([member, resolve_model("baseline")], models_home, base_cache,
                                       log=lambda _: None, train_frame=_frame(), cascade_tolerance=1.0)
     doc = json.loads((result.model_dir / "model.json").read_text())
-    assert doc["cascade"] == {"confidence": 0.5}
+    assert doc["cascade"]["confidence"] == 0.5
+    assert doc["cascade"].get("fast") == (doc["meta"].get("fast_cascade") or {}).get("confidence")
     assert result.metrics and doc["meta"]["cascade"]["screen"] == baseline.meta["model_version"]
     assert load_sentiment_model(result.model_dir, base_cache).cascade == 0.5
     doc["cascade"] = {"confidence": 2}
@@ -245,9 +246,11 @@ def test_cxloop_cascade_overrides_an_ensembles_cascade_and_marks_the_version(
     tiny = TransformerSentiment.from_base(str(tiny_base), base_cache, max_length=64)
     member = tiny.save(tmp_path / "tiny-1", meta={"model_version": "tiny-1"})
     folder = EnsembleSentiment.save(tmp_path / "ens", [member, resolve_model("baseline")], [0.6, 0.4],
-                                    {"model_version": "ens-1"}, cascade=0.9)
+                                    {"model_version": "ens-1"}, cascade=0.9, fast=0.66)
+    assert json.loads((folder / "model.json").read_text())["cascade"] == {"confidence": 0.9, "fast": 0.66}
     assert load_sentiment_model(folder, base_cache).cascade == 0.9 and serving_version_of(folder) == "ens-1"
     for setting, cascade, version in (("0.7", 0.7, "ens-1+cascade-0.7"), ("off", None, "ens-1+cascade-off"),
+                                      ("fast", 0.66, "ens-1+cascade-0.66"),   # the artifact's fast point
                                       ("0.9", 0.9, "ens-1")):    # the artifact's own value changes nothing
         monkeypatch.setenv("CXLOOP_CASCADE", setting)
         assert load_sentiment_model(folder, base_cache).cascade == cascade
@@ -259,7 +262,12 @@ def test_cxloop_cascade_overrides_an_ensembles_cascade_and_marks_the_version(
     twins = EnsembleSentiment.save(tmp_path / "twins", [member, member], [0.5, 0.5], {"model_version": "twins-1"})
     with pytest.raises(ModelLoadError, match="no baseline member"):
         load_sentiment_model(twins, base_cache)
-    for bad in ("1.5", "fast", "0"):
+    plain = EnsembleSentiment.save(tmp_path / "plain", [member, resolve_model("baseline")], [0.6, 0.4],
+                                   {"model_version": "plain-1"}, cascade=0.9)
+    monkeypatch.setenv("CXLOOP_CASCADE", "fast")
+    with pytest.raises(ModelLoadError, match="plain.*records no fast cascade point"):
+        load_sentiment_model(plain, base_cache)
+    for bad in ("1.5", "quick", "0"):
         monkeypatch.setenv("CXLOOP_CASCADE", bad)
         with pytest.raises(ModelLoadError, match="CXLOOP_CASCADE"):
             load_sentiment_model(folder, base_cache)
@@ -278,6 +286,27 @@ def test_choose_cascade_takes_the_lowest_confidence_within_the_tolerance() -> No
     assert choose_cascade([other, screen], [0.9, 0.1], 1, accuracy, 0.0) == (0.6, 1.0, 0.25)   # row 1 alone blended
     assert choose_cascade([other, screen], [0.9, 0.1], 1, accuracy, 0.25)[0] == 0.5
     assert choose_cascade([other, screen], [0.9, 0.1], 1, accuracy, 0.0, grid=(0.5,)) == (None, 1.0, 1.0)
+
+
+def test_the_fast_cascade_point_is_the_lowest_confidence_within_the_slow_members_accuracy() -> None:
+    from models.ensemble import choose_fast_cascade
+    truth = np.array([0, 0, 2, 2, 1])
+    screen = np.array([[0.95, 0.03, 0.02], [0.40, 0.05, 0.55], [0.10, 0.05, 0.85], [0.30, 0.1, 0.6],
+                       [0.1, 0.8, 0.1]])
+    slow = np.array([[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.05, 0.05, 0.9], [0.05, 0.05, 0.9],
+                     [0.6, 0.3, 0.1]])   # wrong on row 4, where the screen is right and sure
+
+    def accuracies(p: np.ndarray) -> tuple[float, float]:   # two "tasks": rows 0-1 and rows 2-4
+        right = p.argmax(axis=1) == truth
+        return float(right[:2].mean()), float(right[2:].mean())
+
+    # the slow member scores (1.0, 0.67); the cascade needs row 1 (0.55 sure) blended: 0.56 is the
+    # first grid step above it, and the slow member's miss on row 4 is not needed
+    assert choose_fast_cascade([slow, screen], [0.9, 0.1], 1, accuracies) == (0.56, 0.2)
+    assert choose_fast_cascade([slow, screen], [0.9, 0.1], 1, accuracies, tolerance=0.5)[0] == 0.5
+    assert choose_fast_cascade([slow, screen], [0.9, 0.1], 1, accuracies, grid=(0.5, 0.52)) == (None, 1.0)
+    with pytest.raises(ValueError, match="one slow member"):
+        choose_fast_cascade([slow, slow, screen], [0.4, 0.5, 0.1], 2, accuracies)
 
 
 def test_cli_predicts_with_the_shipped_transformer_offline(tmp_path: Path, base_cache: Path, e5_folder: Path) -> None:
