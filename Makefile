@@ -28,7 +28,8 @@ lint: install
 	$(BIN)/ruff check .
 
 # the baseline path beside its anchors at 10k and 100k rows (about 3 minutes), the per-stage figures,
-# the whole main job at 10k / 100k / 1M rows with its re-run (about 30 minutes), enrich on a local Dask cluster
+# the whole main job at 10k / 100k / 1M rows with its re-run (about 30 minutes), enrich on a local Dask cluster,
+# issue 2's plain-SVM bar, and the transformer path: the cascade's accuracy/speed curve with torch and ONNX int8
 bench: install
 	$(BIN)/python benchmarks/pipeline_speed.py
 	$(BIN)/python benchmarks/ingest_enrich.py
@@ -36,6 +37,7 @@ bench: install
 	$(BIN)/python benchmarks/dask_enrich.py
 	$(BIN)/python benchmarks/baseline_reference.py
 	$(BIN)/python benchmarks/cascade_serving.py
+	$(BIN)/python benchmarks/cascade_serving.py --backend onnx-int8
 
 train: install
 	$(BIN)/cxloop train sentiment
