@@ -37,7 +37,7 @@ bench: install
 	$(BIN)/python benchmarks/dask_enrich.py
 	$(BIN)/python benchmarks/baseline_reference.py
 	$(BIN)/python benchmarks/cascade_serving.py
-	$(BIN)/python benchmarks/cascade_serving.py --backend onnx-int8
+	$(BIN)/python benchmarks/cascade_serving.py --backend onnx-int8 --per-topic
 
 train: install
 	$(BIN)/cxloop train sentiment

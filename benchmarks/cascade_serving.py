@@ -2,7 +2,7 @@
 confidence, what that costs in held-out accuracy, and how many documents per second it serves.
 
     .venv/bin/python benchmarks/cascade_serving.py [--data DIR] [--docs 1500] [--backend torch]
-        [--confidences none,0.99,0.9,0.8,0.7,fast,0.6] [--model models/artifacts/sentiment-ensemble]
+        [--confidences none,0.99,0.9,0.8,0.7,fast,0.6] [--per-topic] [--model models/artifacts/sentiment-ensemble]
 
 The ensemble (default: the shipped one) blends the fine-tuned transformer with the baseline; with a
 cascade confidence the baseline screens every text and only those whose top baseline probability is
@@ -22,6 +22,10 @@ transformer's accuracy for the fewest transformer runs), set beside issue 8's go
 - **the whole analysis**: ``Analyzer.analyze`` (what ``enrich`` runs per batch: sentiment, topics,
   per-topic polarity, whose selected clauses go through the same cascade, emotion, urgency) on the
   same texts in batches of 1,000 at the shipped and the fast confidence, beside the baseline alone.
+- **per-topic polarity** (``--per-topic``, a few minutes more): accuracy of each gold topic's
+  polarity on the aspect sets' ``test`` split (``models.train_topics.polarity_accuracy`` with the
+  shipped topic model: the selected clauses go through the same cascade), for the transformer alone,
+  the full blend, the shipped and the fast confidence.
 
 Prints a table; JSON goes to ``benchmarks/results/cascade_serving.json`` (``cascade_serving-<backend>.json``
 for another backend); exit status 2 when the
@@ -80,6 +84,42 @@ def time_analysis(model: Path, backend: str, texts: list[str], confidences: list
     return out
 
 
+class _Remembered:
+    """A member that scores each distinct text once (the variants below re-read the same texts)."""
+
+    def __init__(self, model) -> None:
+        from models.train_topics import CachedSentiment
+        self.cached, self.labels, self.kind = CachedSentiment(model), model.labels, getattr(model, "kind", None)
+
+    def predict_proba(self, texts, tokens=None):
+        return self.cached.predict_proba(texts)
+
+
+def per_topic_polarity(ens, data_dir: Path, confidences: list[float | None]) -> dict[str, float]:
+    """Mean per-topic polarity accuracy over the aspect sets' test split: the transformer alone, the
+    full blend and ``confidences`` (clauses through the same cascade as the texts)."""
+    from models.ensemble import EnsembleSentiment, screen_member
+    from models.registry import load_topic_model, resolve_model
+    from models.topic_data import build_topic_data
+    from models.train_topics import polarity_accuracy
+    from nlp import default_taxonomy
+    taxonomy = default_taxonomy()
+    data = build_topic_data(taxonomy, data_dir, weak_negatives=True)
+    test = data.subset("test")
+    topic_model = load_topic_model(resolve_model(None, None, task="topics"))
+    members = [_Remembered(m) for m in ens.members]
+    slow = members[1 - screen_member(ens.members)]
+    variants = [("transformer alone", slow), ("full blend", EnsembleSentiment(members, ens.weights, ens.names))]
+    variants += [(f"cascade {c}", EnsembleSentiment(members, ens.weights, ens.names, cascade=c))
+                 for c in dict.fromkeys(confidences) if c is not None]
+    out = {}
+    for name, model in variants:
+        scores = polarity_accuracy(test, data.keys, data, model, topic_model, taxonomy)
+        out[name] = round(sum(v["accuracy"] for v in scores.values()) / len(scores), 4)
+        print(f"  per-topic polarity, {name}: {out[name]:.4f}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=None,
@@ -88,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs", type=int, default=1500, help="texts timed per confidence")
     ap.add_argument("--backend", default="torch", help="the transformer's serving backend")
     ap.add_argument("--confidences", default="none,0.99,0.9,0.8,0.7,fast,0.6")
+    ap.add_argument("--per-topic", action="store_true", help="also per-topic polarity on the aspect test split")
     args = ap.parse_args(argv)
 
     from models.data import DataMissingError, load_sentiment_corpus, shared_data_dir
@@ -138,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  confidence {c}: {rows[-1]['docs_per_s']} docs/s, share {rows[-1]['test_share_blended']:.3f}, "
               f"binary {rows[-1]['binary']:.4f}, 3-class {rows[-1]['three_class']:.4f}", flush=True)
     analysis = time_analysis(args.model, args.backend, texts, [c for c in (shipped, ens.fast) if c is not None])
+    per_topic = per_topic_polarity(ens, data_dir, [shipped, ens.fast]) if args.per_topic else None
     base = next((r["docs_per_s"] for r in rows if r["confidence"] is None), None)
     transformer = evaluate_predictions(test, probas[1 - screen], ens.labels)
     # the goal's reference: the transformer alone in float32, as training measured it on these rows
@@ -160,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
           f"3-class {fp32['three_class']:.4f}")
     print("\nthe whole analysis (Analyzer.analyze, batches of 1,000): "
           + ", ".join(f"{name} {v:,.0f} docs/s" for name, v in analysis.items()))
+    if per_topic:
+        print("per-topic polarity on the aspect test split (mean of the data sets' accuracies): "
+              + ", ".join(f"{name} {v:.4f}" for name, v in per_topic.items()))
     print(f"goal (issue 8): {GOAL_DOCS_PER_S:,} docs/s within {GOAL_POINTS} points of the float32 transformer")
     for r in rows:
         gap = [100 * (r[k] - fp32[k]) for k in ("binary", "three_class")]
@@ -178,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_info(),
         "model": ens.meta.get("model_version"), "backend": args.backend, "docs": len(texts),
         "shipped_confidence": shipped, "fast_confidence": ens.fast, "rows": rows, "analysis_docs_per_s": analysis,
+        "per_topic_polarity_test": per_topic,
         "transformer_test": {"binary": transformer["binary"]["accuracy"],
                              "three_class": transformer["three_class"]["accuracy"]},
         "transformer_test_fp32": fp32}, indent=2) + "\n",
