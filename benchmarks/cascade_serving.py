@@ -71,8 +71,9 @@ def time_analysis(model: Path, backend: str, texts: list[str], confidences: list
     each of ``confidences`` (one warm-up batch first)."""
     from models.predict import Analyzer
     out: dict[str, float] = {}
+    ensemble = Analyzer.load(str(model), backend=backend)   # loaded once, its cascade set per confidence
     for name, analyzer, c in [("baseline", Analyzer.load("baseline"), None)] + [
-            (f"ensemble at {c}", Analyzer.load(str(model), backend=backend), c) for c in confidences]:
+            (f"ensemble at {c}", ensemble, c) for c in confidences]:
         if c is not None:
             analyzer.model.set_cascade(c)
         analyzer.analyze(texts[:200])
