@@ -162,7 +162,10 @@ class BaselineSentiment:
         """Class probabilities, columns in ``self.labels`` order (neg, neu, pos)."""
         if len(texts) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return self.predict_proba_features(self.features(texts, tokens))
+        if self.coef is None or self.intercept is None:
+            raise RuntimeError("the model is not trained")
+        margins = self.text_features.linear(texts, tokens, self.coef) + self.intercept
+        return softmax(margins / self.config.temperature)
 
     def top_features(self, label: str, k: int = 20) -> list[str]:
         """The ``k`` features with the largest weight towards ``label``."""

@@ -9,7 +9,9 @@ features without a Python loop per n-gram: the texts become one array of code po
 character n-gram one integer (21 bits per character), looked up in a hash index of the fitted vocabulary's
 keys (``pandas.Index.get_indexer``); words are looked up once per token. The counts then go
 through the same TF-IDF steps scikit-learn applies (sublinear tf, idf, l2 norm), so the matrix is
-the one ``TfidfVectorizer.transform`` returns, value for value (``tests/test_speed.py``).
+the one ``TfidfVectorizer.transform`` returns, value for value (``tests/test_speed.py``). The linear
+models score through :meth:`TextFeatures.linear`, which multiplies each block by its own weights
+instead of stacking the blocks first.
 Configurations this path does not cover (word n-grams beyond unigrams, character n-grams longer
 than 3, binary counts, accent stripping) fall back to scikit-learn.
 """
@@ -26,6 +28,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
+from sklearn.utils.sparsefuncs_fast import inplace_csr_row_normalize_l1, inplace_csr_row_normalize_l2
 
 from nlp import default_segmenter
 
@@ -104,20 +107,21 @@ class _CharLookup:
 def _tfidf(vec: TfidfVectorizer, rows: np.ndarray, cols: np.ndarray, n_docs: int, n_features: int) -> sp.csr_matrix:
     """The matrix ``vec.transform`` returns for documents whose in-vocabulary features are the
     (row, column) pairs given: counts as ``CountVectorizer`` builds them (float, indices sorted),
-    then ``TfidfTransformer``'s steps."""
-    cell, counts = np.unique(rows * n_features + cols, return_counts=True)
-    r = cell // n_features
-    index_dtype = np.int32 if len(cell) <= np.iinfo(np.int32).max else np.int64
-    indptr = np.searchsorted(r, np.arange(n_docs + 1)).astype(index_dtype)
-    x = sp.csr_matrix((counts.astype(np.intc), (cell % n_features).astype(index_dtype), indptr),
-                     shape=(n_docs, n_features), dtype=vec.dtype)
+    then ``TfidfTransformer``'s steps. The pairs are counted by scipy's COO → CSR conversion, which
+    sorts each row's few columns (a 60-character text has about 130 in-vocabulary n-grams) instead
+    of sorting all pairs of the batch at once: half the time of ``np.unique`` on the pairs."""
+    index_dtype = np.int32 if max(n_docs, n_features) <= np.iinfo(np.int32).max else np.int64
+    x = sp.coo_matrix((np.ones(len(rows), vec.dtype), (rows.astype(index_dtype), cols.astype(index_dtype))),
+                      shape=(n_docs, n_features)).tocsr()   # duplicates summed, indices sorted
     x.has_sorted_indices = True
     if vec.sublinear_tf:
         np.log(x.data, x.data)
         x.data += 1.0
     if vec.use_idf:
         x.data *= vec.idf_[x.indices]
-    if vec.norm is not None and n_docs:
+    if vec.norm in ("l1", "l2") and n_docs:   # what sklearn's normalize runs, without its per-call checks
+        (inplace_csr_row_normalize_l2 if vec.norm == "l2" else inplace_csr_row_normalize_l1)(x)
+    elif vec.norm is not None and n_docs:
         x = normalize(x, norm=vec.norm, copy=False)
     return x
 
@@ -148,6 +152,7 @@ class TextFeatures:
                                         min_df=c.min_df, max_features=c.max_char_features,
                                         lowercase=True, dtype=np.float32)
         self._char_lookup: tuple[dict[str, int], _CharLookup] | None = None   # built on first transform
+        self._coef_split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None   # see linear()
 
     @staticmethod
     def tokens(texts: Sequence[str], tokens: Sequence[Sequence[str]] | None) -> Sequence[Sequence[str]]:
@@ -160,6 +165,26 @@ class TextFeatures:
     def transform(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None) -> sp.csr_matrix:
         toks = self.tokens(texts, tokens)
         return self._stack(self._word_matrix(toks), self._char_matrix(texts))
+
+    def linear(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None, coef: np.ndarray) -> np.ndarray:
+        """``transform(texts, tokens) @ coef.T`` for a linear model's ``coef`` (classes × features),
+        without stacking the word and character blocks into one matrix: each block is multiplied by
+        its own columns of ``coef`` (kept transposed and contiguous per ``coef``). Equal to the
+        stacked product up to float rounding (the sums are grouped by block)."""
+        toks = self.tokens(texts, tokens)
+        words, chars = self._split_coef(coef)
+        out = np.asarray(self._char_matrix(texts) @ chars)
+        out += np.asarray(self._word_matrix(toks) @ words) * np.float32(self.config.word_weight)
+        return out
+
+    def _split_coef(self, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._coef_split is None or self._coef_split[0] is not coef:
+            n_words = len(self.word_vec.idf_)
+            if coef.shape[1] != n_words + len(self.char_vec.idf_):
+                raise ValueError(f"coef has {coef.shape[1]} features, the vectorisers {self.size}")
+            self._coef_split = (coef, np.ascontiguousarray(coef[:, :n_words].T),
+                                np.ascontiguousarray(coef[:, n_words:].T))
+        return self._coef_split[1], self._coef_split[2]
 
     def transform_slow(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None) -> sp.csr_matrix:
         """:meth:`transform` through scikit-learn's own vectorisers (the reference of the fast path)."""

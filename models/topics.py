@@ -68,8 +68,7 @@ class TopicModel:
 
     # -- scoring ------------------------------------------------------------------------------------
     def lexical_logits(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None) -> np.ndarray:
-        x = self.features.transform(texts, tokens)
-        return np.asarray(x @ self.coef.T) + self.intercept
+        return self.features.linear(texts, tokens, self.coef) + self.intercept
 
     def semantic_logits(self, embeddings: np.ndarray) -> np.ndarray:
         assert self.enc_coef is not None and self.enc_intercept is not None

@@ -74,6 +74,24 @@ def test_fast_tfidf_is_scikit_learns_matrix(sample_texts: list[str], which: str)
     assert empty.shape == (0, slow.shape[1])
 
 
+@pytest.mark.parametrize("which", ["baseline", "topics"])
+def test_linear_scores_are_the_stacked_matrix_times_the_weights(sample_texts: list[str], which: str) -> None:
+    if which == "baseline":
+        model = load_sentiment_model(resolve_model("baseline"))
+        features, coef = model.text_features, model.coef
+    else:
+        model = load_topic_model(resolve_model(None, task="topics"))
+        features, coef = model.features, model.coef
+    tokens = [list(t) for t in sample_texts]
+    stacked = np.asarray(features.transform(sample_texts, tokens) @ coef.T)
+    fused = features.linear(sample_texts, tokens, coef)
+    assert fused.shape == stacked.shape == (len(sample_texts), coef.shape[0])
+    np.testing.assert_allclose(fused, stacked, rtol=0, atol=1e-5)   # the sums are grouped by block
+    assert features.linear([], [], coef).shape == (0, coef.shape[0])
+    with pytest.raises(ValueError, match="features"):
+        features.linear(sample_texts, tokens, coef[:, 1:].copy())
+
+
 def _worker_pid(analyzer: Analyzer, item: int) -> tuple[int, int]:
     return item, os.getpid()
 
