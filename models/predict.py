@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.ensemble import predict_in_context
 from models.registry import (
     SentimentModel,
     encoder_dir_for,
@@ -191,7 +192,8 @@ class Analyzer:
         sentiment = labels[proba.argmax(axis=1)].tolist() if len(texts) else []
         topics = self.topics_of(texts, tokens, embeddings)
         per_topic = topic_sentiments(texts, topics, proba,
-                                     lambda xs, ws: neutral_inquiries(xs, self.model.predict_proba(xs, ws), names),
+                                     lambda xs, ws, ctx: neutral_inquiries(
+                                         xs, predict_in_context(self.model, xs, ws, ctx), names),
                                      self.topic_model, self.taxonomy, names)
         emotions = self.emotions.classify_many(texts, sentiment)
         reasons = [detect_urgency(t) if s != "pos" else [] for t, s in zip(texts, sentiment, strict=True)]

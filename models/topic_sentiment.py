@@ -18,7 +18,7 @@ from itertools import chain
 
 import numpy as np
 
-from models.ensemble import blend
+from models.ensemble import Context, blend
 from models.topics import TopicModel
 from nlp import Taxonomy, default_segmenter
 from nlp.clauses import CONTRAST, split_clauses
@@ -48,14 +48,16 @@ def _focus(clauses: list[str], selected: list[int]) -> list[int]:
 
 
 def topic_sentiments(texts: Sequence[str], topics: Sequence[Sequence[str]], doc_proba: np.ndarray,
-                     score: Callable[[list[str], list[list[str]]], np.ndarray], topic_model: TopicModel | None,
+                     score: Callable[[list[str], list[list[str]], Context], np.ndarray], topic_model: TopicModel | None,
                      taxonomy: Taxonomy, labels: Sequence[str] = LABELS,
                      clause_weight: float | None = None) -> list[list[TopicSentiment]]:
     """Per row, one :class:`TopicSentiment` per topic in ``topics`` (same order).
 
     ``doc_proba`` holds the texts' own sentiment probabilities (columns in ``labels`` order);
-    ``score(texts, tokens)`` maps extra texts (selected clauses, with their words) to probabilities
-    in the same layout. Clauses are segmented once: the words of selected clauses joined by
+    ``score(texts, tokens, context)`` maps extra texts (selected clauses, with their words) to
+    probabilities in the same layout; ``context`` (:class:`models.ensemble.Context`) holds the
+    probabilities each will be blended with, so that a cascade can screen the blend
+    (:func:`models.ensemble.predict_in_context`). Clauses are segmented once: the words of selected clauses joined by
     :data:`JOIN` are their words joined by it (jieba cuts at punctuation), so no text is cut twice. A topic read
     from its clauses gets ``softmax(w·log p_clauses + (1 − w)·log p_text)``, ``w = clause_weight``
     (default: the topic model's, tuned on dev), so the text's context still counts."""
@@ -111,7 +113,11 @@ def topic_sentiments(texts: Sequence[str], topics: Sequence[Sequence[str]], doc_
                 words = words_of[i]
                 extra_tokens.append([*chain.from_iterable(words[c] + [JOIN] for c in chosen)][:-1])
         plan.append(row)
-    extra_proba = score(extra, extra_tokens) if extra else np.zeros((0, len(labels)), np.float32)
+    if extra:   # each selected text is read with its whole text's probabilities (weight 1 − w)
+        own_rows = [i for i, row in enumerate(plan) for _, k in row if k is not None]
+        extra_proba = score(extra, extra_tokens, Context(doc_proba[own_rows], 1 - w))
+    else:
+        extra_proba = np.zeros((0, len(labels)), np.float32)
     # every (row, topic) at once: the text's own probabilities, or their blend with its clauses'
     pairs = [(i, k) for i, row in enumerate(plan) for _, k in row]
     own = [n for n, (_, k) in enumerate(pairs) if k is None]

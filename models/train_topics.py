@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from sklearn.metrics import f1_score
 
 from models.card import LICENCE_NOTE
+from models.ensemble import predict_in_context
 from models.features import FeatureConfig, TextFeatures
 from models.registry import load_sentiment_model
 from models.topic_data import MAPPING_PATH, SEEDS_PATH, TopicData, build_topic_data
@@ -128,7 +129,8 @@ def _polarity_scores(texts: list[str], gold: list[list[tuple[str, str]]], sentim
                      taxonomy: Taxonomy) -> dict:
     doc = sentiment.predict_proba(texts)
     res = topic_sentiments(texts, [[k for k, _ in g] for g in gold], doc,
-                           sentiment.predict_proba, model, taxonomy, sentiment.labels)
+                           lambda xs, ws, ctx: predict_in_context(sentiment, xs, ws, ctx), model, taxonomy,
+                           sentiment.labels)
     truth = [p for g in gold for _, p in g]
     pred = [t.sentiment for r in res for t in r]
     doc_pred = [sentiment.labels[int(doc[i].argmax())] for i, g in enumerate(gold) for _ in g]

@@ -55,7 +55,7 @@ def test_a_mixed_review_gets_opposite_polarities_per_topic(analyzer: Analyzer) -
 def test_per_topic_sentiment_falls_back_to_the_text_without_clauses() -> None:
     tax = default_taxonomy()
     doc = np.array([[0.1, 0.2, 0.7]], np.float32)
-    res = topic_sentiments(["物流很快"], [["logistics"]], doc, lambda xs, ws: pytest.fail("no clause to score"),
+    res = topic_sentiments(["物流很快"], [["logistics"]], doc, lambda xs, ws, ctx: pytest.fail("no clause to score"),
                            None, tax)
     assert res[0][0].sentiment == "pos" and res[0][0].score == pytest.approx(0.6)
 

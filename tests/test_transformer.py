@@ -237,6 +237,44 @@ def test_cascade_blends_only_the_texts_the_baseline_is_unsure_of(tmp_path: Path,
         load_sentiment_model(result.model_dir, base_cache)
 
 
+def test_a_cascade_given_context_screens_the_blend_the_caller_will_read() -> None:
+    from models.ensemble import Context, EnsembleSentiment, blend, predict_in_context
+    baseline = load_sentiment_model(resolve_model("baseline"))
+    read: list[str] = []
+
+    class Slow:   # a slow member with fixed answers, noting which texts it is asked to read
+        labels = baseline.labels
+
+        def predict_proba(self, texts, tokens=None):
+            read.extend(texts)
+            return np.tile(np.array([[0.2, 0.3, 0.5]], np.float32), (len(texts), 1))
+
+    texts = ["质量不错，推荐购买", "物流有点慢", "东西收到了", "太差了，再也不买"]
+    b = baseline.predict_proba(texts)
+    # each text's context agrees with the baseline's label strongly, or contradicts it: a sure text
+    # read against its context becomes unsure, an unsure one read with it sure
+    ctx = np.full_like(b, 0.01)
+    agree = [False, True, False, True]
+    for i, same in enumerate(agree):
+        top = int(b[i].argmax())
+        ctx[i, top if same else (top + 1) % 3] = 0.98
+    context = Context(ctx, 0.25)
+    ens = EnsembleSentiment([Slow(), baseline], [0.6, 0.4], ["slow", "baseline"], cascade=0.9)
+    got = ens.predict_proba(texts, context=context)
+    screened = blend([b, ctx], (0.75, 0.25)).max(axis=1) < 0.9
+    alone = b.max(axis=1) < 0.9
+    assert not np.array_equal(screened, alone)     # the context changes which texts the slow member reads
+    assert read == [t for t, u in zip(texts, screened, strict=True) if u]
+    np.testing.assert_allclose(got[~screened], b[~screened], atol=1e-7)   # the rest keep the baseline's
+    read.clear()
+    np.testing.assert_allclose(predict_in_context(ens, texts, None, context), got, atol=1e-7)
+    np.testing.assert_allclose(predict_in_context(baseline, texts, None, context), b, atol=1e-7)   # no cascade
+    ens.set_cascade(None)   # the full blend reads every text whatever the context
+    read.clear()
+    ens.predict_proba(texts, context=context)
+    assert read == texts
+
+
 def test_cxloop_cascade_overrides_an_ensembles_cascade_and_marks_the_version(
         tmp_path: Path, tiny_base: Path, base_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from models.ensemble import EnsembleSentiment
