@@ -242,5 +242,5 @@ class TextFeatures:
                                 (self.char_vec, doc["char_vocab"], arrays["char_idf"])):
             if len(vocab) != len(idf):
                 raise ValueError("vocabulary and IDF sizes differ")
-            vec.vocabulary = {term: i for i, term in enumerate(vocab)}
+            vec.vocabulary = dict(zip(vocab, range(len(vocab)), strict=True))
             vec.idf_ = idf

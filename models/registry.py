@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -53,9 +54,29 @@ def _read_json(path: Path) -> dict:
         raise ModelLoadError(f"model file {path} is corrupt: {e}") from None
 
 
+_LARGE_KEYS = frozenset({"word_vocab", "char_vocab"})   # a linear model's vocabularies: megabytes, read by its loader
+
+
+@lru_cache(maxsize=32)
+def _artifact_summary(path: str, mtime_ns: int, size: int) -> dict:
+    doc = _read_json(Path(path))
+    return {k: v for k, v in doc.items() if k not in _LARGE_KEYS}
+
+
+def artifact_doc(model_json: Path) -> dict:
+    """An artifact's ``model.json`` without its vocabularies (format, meta, cascade …), remembered
+    while the file is unchanged: the version checks of every ``enrich`` and flow run (several per run)
+    otherwise parsed megabytes of vocabulary each time. Treat it as read-only."""
+    try:
+        st = model_json.stat()
+    except FileNotFoundError:
+        raise ModelLoadError(f"model file not found: {model_json}") from None
+    return _artifact_summary(str(model_json.resolve()), st.st_mtime_ns, st.st_size)
+
+
 def model_version_of(path: str | os.PathLike[str]) -> str:
     """The ``model_version`` recorded in an artifact folder."""
-    doc = _read_json(Path(path) / "model.json")
+    doc = artifact_doc(Path(path) / "model.json")
     version = doc.get("meta", {}).get("model_version")
     if not version:
         raise ModelLoadError(f"{Path(path) / 'model.json'} records no model_version")
@@ -101,7 +122,7 @@ def serving_version_of(path: str | os.PathLike[str]) -> str:
     ``+cascade-<c>`` (or ``+cascade-off``) when ``CXLOOP_CASCADE`` overrides an ensemble's cascade,
     so rows scored either way are told apart (and re-scored when it changes)."""
     version = model_version_of(path)
-    changes, value = _cascade_override(_read_json(Path(path) / "model.json"), Path(path) / "model.json")
+    changes, value = _cascade_override(artifact_doc(Path(path) / "model.json"), Path(path) / "model.json")
     return f"{version}+cascade-{'off' if value is None else f'{value:g}'}" if changes else version
 
 
@@ -138,7 +159,7 @@ def resolve_model(name: str | None = None, models_home: Path | None = None, task
         return promoted(models_home, task) or SHIPPED_DIR / SHIPPED[task]
     if name in KINDS and task == "sentiment":
         current = promoted(models_home, task)
-        if current is not None and _read_json(current / "model.json").get("format") == KIND_FORMATS[name]:
+        if current is not None and artifact_doc(current / "model.json").get("format") == KIND_FORMATS[name]:
             return current
         shipped = SHIPPED_DIR / KIND_SHIPPED[name]
         if not (shipped / "model.json").exists():
@@ -182,7 +203,7 @@ def load_sentiment_model(path: str | os.PathLike[str], cache_root: Path | None =
     if not p.is_dir():
         raise ModelLoadError(f"model folder not found: {p}")
     backend = serving_backend(backend)
-    doc = _read_json(p / "model.json")
+    doc = artifact_doc(p / "model.json")
     fmt = doc.get("format")
     if fmt == BASELINE_FORMAT:
         return BaselineSentiment.load(p)

@@ -35,6 +35,7 @@ from itertools import filterfalse
 from pathlib import Path
 
 import jieba
+import numpy as np
 
 _RESOURCES = resources.files("nlp") / "resources"
 _TOKEN_OK_RE = re.compile(r"[\u4e00-\u9fffA-Za-z]")
@@ -95,18 +96,19 @@ def stopwords() -> frozenset[str]:
 def _idf() -> tuple[dict[str, float], float]:
     """jieba's bundled IDF table; unseen words get the median IDF."""
     path = Path(jieba.__file__).parent / "analyse" / "idf.txt"
-    lines = path.read_text(encoding="utf-8").splitlines()
-    fields = " ".join(lines).split(" ")
-    if len(fields) == 2 * len(lines):  # "word value" on every line (jieba's file): parsed in bulk
+    text = path.read_text(encoding="utf-8")
+    fields = text.split()
+    lines = text.count("\n") + (not text.endswith("\n"))
+    if len(fields) == 2 * lines:  # "word value" on every line (jieba's file): parsed in bulk
         table = dict(zip(fields[0::2], map(float, fields[1::2]), strict=True))
     else:
         table = {}
-        for line in lines:
+        for line in text.splitlines():
             word, _, value = line.partition(" ")
             if value:
                 table[word] = float(value)
-    values = sorted(table.values())
-    return table, values[len(values) // 2]
+    values = np.fromiter(table.values(), np.float64, len(table))
+    return table, float(np.partition(values, len(values) // 2)[len(values) // 2]) if len(values) else 0.0
 
 
 class Segmenter:
