@@ -113,3 +113,19 @@ def test_shipped_model_reads_complaints_correctly(kind: str | None) -> None:
     assert "digital_experience" in out["topics"][0]
     assert out["model_version"][0].startswith(f"sentiment-{kind or 'ensemble'}-")
     assert (resolve_model(kind) / "MODEL_CARD.md").exists()
+
+
+def test_version_checks_see_a_rewritten_model_json_and_skip_its_vocabularies(tmp_path: Path) -> None:
+    from models.registry import artifact_doc
+    folder = tmp_path / "m"
+    folder.mkdir()
+    doc = {"format": "x", "word_vocab": ["快递"] * 1000, "meta": {"model_version": "m-1"}}
+    (folder / "model.json").write_text(json.dumps(doc), encoding="utf-8")
+    assert model_version_of(folder) == "m-1"
+    assert "word_vocab" not in artifact_doc(folder / "model.json")
+    doc["meta"]["model_version"] = "m-22"   # rewritten (retrained in place): read again, not remembered
+    (folder / "model.json").write_text(json.dumps(doc), encoding="utf-8")
+    assert model_version_of(folder) == "m-22"
+    (folder / "model.json").unlink()
+    with pytest.raises(ModelLoadError, match="not found"):
+        model_version_of(folder)
