@@ -150,22 +150,27 @@ class BaselineSentiment:
         return t
 
     # -- inference ------------------------------------------------------------------------------
-    def margins(self, x: sp.csr_matrix) -> np.ndarray:
+    def _weights(self) -> tuple[np.ndarray, np.ndarray]:
         if self.coef is None or self.intercept is None:
             raise RuntimeError("the model is not trained")
-        return np.asarray(x @ self.coef.T) + self.intercept
+        return self.coef, self.intercept
+
+    def margins(self, x: sp.csr_matrix) -> np.ndarray:
+        coef, intercept = self._weights()
+        return np.asarray(x @ coef.T) + intercept
+
+    def _proba(self, margins: np.ndarray) -> np.ndarray:
+        return softmax(margins / self.config.temperature)
 
     def predict_proba_features(self, x: sp.csr_matrix) -> np.ndarray:
-        return softmax(self.margins(x) / self.config.temperature)
+        return self._proba(self.margins(x))
 
     def predict_proba(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None) -> np.ndarray:
         """Class probabilities, columns in ``self.labels`` order (neg, neu, pos)."""
         if len(texts) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        if self.coef is None or self.intercept is None:
-            raise RuntimeError("the model is not trained")
-        margins = self.text_features.linear(texts, tokens, self.coef) + self.intercept
-        return softmax(margins / self.config.temperature)
+        coef, intercept = self._weights()   # scored block by block, not through the stacked matrix
+        return self._proba(self.text_features.linear(texts, tokens, coef) + intercept)
 
     def top_features(self, label: str, k: int = 20) -> list[str]:
         """The ``k`` features with the largest weight towards ``label``."""
