@@ -4,16 +4,15 @@
 IDF vectors in ``weights.npz``, never pickles). The baseline sentiment model and the topic model
 both use it, so a text is featurised one way everywhere.
 
-Fitting uses scikit-learn's vectorisers. Serving (:meth:`TextFeatures.transform`) counts the same
-features without a Python loop per n-gram: the texts become one array of code points, each
-character n-gram one integer (21 bits per character), looked up in a hash index of the fitted vocabulary's
-keys (``pandas.Index.get_indexer``); words are looked up once per token. The counts then go
-through the same TF-IDF steps scikit-learn applies (sublinear tf, idf, l2 norm), so the matrix is
-the one ``TfidfVectorizer.transform`` returns, value for value (``tests/test_speed.py``). The linear
-models score through :meth:`TextFeatures.linear`, which multiplies each block by its own weights
-instead of stacking the blocks first.
-Configurations this path does not cover (word n-grams beyond unigrams, character n-grams longer
-than 3, binary counts, accent stripping) fall back to scikit-learn.
+Fitting uses scikit-learn's vectorisers. Serving (:meth:`TextFeatures.transform` and
+:meth:`TextFeatures.linear`) runs compiled kernels (:mod:`models.tfidf_kernel`): each character
+n-gram and each word is looked up in a hash table of the fitted vocabulary, counted and weighted
+per text as scikit-learn weights it (sublinear tf, idf, l2 norm), so the matrix is the one
+``TfidfVectorizer.transform`` returns, bit for bit (``tests/test_speed.py``). The linear models
+score through :meth:`TextFeatures.linear`, which multiplies each text's weighted features by the
+model's weights as it goes, block by block, instead of building the matrix first.
+Configurations the kernels do not cover (word n-grams beyond unigrams, character n-grams longer
+than 3, binary counts, accent stripping, l1 norms) fall back to scikit-learn.
 """
 
 from __future__ import annotations
@@ -21,15 +20,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain, repeat
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.preprocessing import normalize
-from sklearn.utils.sparsefuncs_fast import inplace_csr_row_normalize_l1, inplace_csr_row_normalize_l2
 
+from models.tfidf_kernel import MAX_CHAR_N, CharIndex, Weighting, WordIndex
 from nlp import default_segmenter
 
 
@@ -53,77 +49,6 @@ class _WordAnalyzer:
 
 
 _WHITE_SPACES = re.compile(r"\s\s+")   # scikit-learn's char analyzer collapses these to one space
-_BITS = 21                              # every code point fits (max 0x10FFFF)
-MAX_FAST_CHAR_N = 3                     # 3 × 21 bits in an int64
-
-
-def _codepoints(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
-
-
-class _CharLookup:
-    """A fitted character n-gram vocabulary as integer keys in a hash index, one per n."""
-
-    def __init__(self, vocabulary: dict[str, int], lo: int, hi: int) -> None:
-        self.lo, self.hi = lo, hi
-        self.tables: dict[int, tuple[pd.Index, np.ndarray]] = {}
-        terms = list(vocabulary)
-        ids = np.fromiter(vocabulary.values(), np.int64, len(terms))
-        lengths = np.fromiter(map(len, terms), np.int64, len(terms))
-        cps = _codepoints("".join(terms))
-        starts = np.cumsum(lengths) - lengths
-        for n in range(lo, hi + 1):
-            of_n = np.flatnonzero(lengths == n)
-            keys = np.zeros(len(of_n), np.int64)
-            for k in range(n):
-                keys = (keys << _BITS) | cps[starts[of_n] + k]
-            self.tables[n] = (pd.Index(keys), ids[of_n])
-
-    def features(self, docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(document index, feature index) of every in-vocabulary n-gram of ``docs`` (already
-        lower-cased and whitespace-collapsed as scikit-learn's char analyzer does)."""
-        lengths = np.fromiter(map(len, docs), np.int64, len(docs))
-        cps = _codepoints("".join(docs))
-        doc_of = np.repeat(np.arange(len(docs), dtype=np.int64), lengths)
-        room = np.repeat(np.cumsum(lengths), lengths) - np.arange(len(cps), dtype=np.int64)  # chars left in its doc
-        rows, cols = [], []
-        for n in range(self.lo, self.hi + 1):
-            index, ids = self.tables[n]
-            at = np.flatnonzero(room >= n) if n > 1 else np.arange(len(cps))
-            if not len(at) or not len(ids):
-                continue
-            keys = cps[at]
-            for k in range(1, n):
-                keys = (keys << _BITS) | cps[at + k]
-            pos = index.get_indexer(keys)
-            hit = pos >= 0
-            rows.append(doc_of[at[hit]])
-            cols.append(ids[pos[hit]])
-        if not rows:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.concatenate(rows), np.concatenate(cols)
-
-
-def _tfidf(vec: TfidfVectorizer, rows: np.ndarray, cols: np.ndarray, n_docs: int, n_features: int) -> sp.csr_matrix:
-    """The matrix ``vec.transform`` returns for documents whose in-vocabulary features are the
-    (row, column) pairs given: counts as ``CountVectorizer`` builds them (float, indices sorted),
-    then ``TfidfTransformer``'s steps. The pairs are counted by scipy's COO → CSR conversion, which
-    sorts each row's few columns (a 60-character text has about 130 in-vocabulary n-grams) instead
-    of sorting all pairs of the batch at once: half the time of ``np.unique`` on the pairs."""
-    index_dtype = np.int32 if max(n_docs, n_features) <= np.iinfo(np.int32).max else np.int64
-    x = sp.coo_matrix((np.ones(len(rows), vec.dtype), (rows.astype(index_dtype), cols.astype(index_dtype))),
-                      shape=(n_docs, n_features)).tocsr()   # duplicates summed, indices sorted
-    x.has_sorted_indices = True
-    if vec.sublinear_tf:
-        np.log(x.data, x.data)
-        x.data += 1.0
-    if vec.use_idf:
-        x.data *= vec.idf_[x.indices]
-    if vec.norm in ("l1", "l2") and n_docs:   # what sklearn's normalize runs, without its per-call checks
-        (inplace_csr_row_normalize_l2 if vec.norm == "l2" else inplace_csr_row_normalize_l1)(x)
-    elif vec.norm is not None and n_docs:
-        x = normalize(x, norm=vec.norm, copy=False)
-    return x
 
 
 def _vocabulary(vec: TfidfVectorizer) -> dict[str, int]:
@@ -151,7 +76,7 @@ class TextFeatures:
         self.char_vec = TfidfVectorizer(analyzer="char", ngram_range=c.char_ngrams, sublinear_tf=True,
                                         min_df=c.min_df, max_features=c.max_char_features,
                                         lowercase=True, dtype=np.float32)
-        self._char_lookup: tuple[dict[str, int], _CharLookup] | None = None   # built on first transform
+        self._kernels: dict[str, tuple] = {}   # block → (vocabulary, idf, compiled kernel), see _kernel()
         self._coef_split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None   # see linear()
 
     @staticmethod
@@ -164,17 +89,17 @@ class TextFeatures:
 
     def transform(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None) -> sp.csr_matrix:
         toks = self.tokens(texts, tokens)
-        return self._stack(self._word_matrix(toks), self._char_matrix(texts))
+        return self._stack(self._block("word", toks), self._block("char", texts))
 
     def linear(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None, coef: np.ndarray) -> np.ndarray:
         """``transform(texts, tokens) @ coef.T`` for a linear model's ``coef`` (classes × features),
-        without stacking the word and character blocks into one matrix: each block is multiplied by
-        its own columns of ``coef`` (kept transposed and contiguous per ``coef``). Equal to the
-        stacked product up to float rounding (the sums are grouped by block)."""
+        without building the matrix: each block's kernel multiplies every text's weighted features
+        by that block's columns of ``coef`` (kept transposed, contiguous and float32 per ``coef``).
+        Equal to the stacked product up to float rounding (the sums are grouped by block)."""
         toks = self.tokens(texts, tokens)
         words, chars = self._split_coef(coef)
-        out = np.asarray(self._char_matrix(texts) @ chars)
-        out += np.asarray(self._word_matrix(toks) @ words) * np.float32(self.config.word_weight)
+        out = self._block("char", texts, chars)
+        out += self._block("word", toks, words) * np.float32(self.config.word_weight)
         return out
 
     def _split_coef(self, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -182,8 +107,8 @@ class TextFeatures:
             n_words = len(self.word_vec.idf_)
             if coef.shape[1] != n_words + len(self.char_vec.idf_):
                 raise ValueError(f"coef has {coef.shape[1]} features, the vectorisers {self.size}")
-            self._coef_split = (coef, np.ascontiguousarray(coef[:, :n_words].T),
-                                np.ascontiguousarray(coef[:, n_words:].T))
+            self._coef_split = (coef, np.ascontiguousarray(coef[:, :n_words].T, dtype=np.float32),
+                                np.ascontiguousarray(coef[:, n_words:].T, dtype=np.float32))
         return self._coef_split[1], self._coef_split[2]
 
     def transform_slow(self, texts: Sequence[str], tokens: Sequence[Sequence[str]] | None = None) -> sp.csr_matrix:
@@ -191,32 +116,40 @@ class TextFeatures:
         toks = self.tokens(texts, tokens)
         return self._stack(self.word_vec.transform(toks), self.char_vec.transform(texts))
 
-    def _word_matrix(self, toks: Sequence[Sequence[str]]) -> sp.spmatrix:
-        vec = self.word_vec
-        if self.config.word_ngrams != (1, 1) or not hasattr(vec, "idf_") or vec.binary:
-            return vec.transform(toks)
-        vocab = _vocabulary(vec)
-        lengths = np.fromiter(map(len, toks), np.int64, len(toks))
-        flat = list(chain.from_iterable(toks))
-        ids = np.fromiter(map(vocab.get, flat, repeat(-1)), np.int64, len(flat))
-        if any(map(str.isspace, flat)):  # word_ngrams drops whitespace tokens (the segmenter never makes them)
-            ids[np.fromiter(map(str.isspace, flat), bool, len(flat))] = -1
-        rows = np.repeat(np.arange(len(toks), dtype=np.int64), lengths)
-        hit = ids >= 0
-        return _tfidf(vec, rows[hit], ids[hit], len(toks), len(vocab))
+    def _block(self, which: str, docs: Sequence, coef_t: np.ndarray | None = None) -> sp.csr_matrix | np.ndarray:
+        """One block's TF-IDF matrix of ``docs`` (token lists for ``word``, texts for ``char``), or
+        that matrix times ``coef_t`` when given."""
+        vec = self.word_vec if which == "word" else self.char_vec
+        kernel = self._kernel(which)
+        if kernel is None:   # a configuration the kernels do not cover
+            x = vec.transform(docs)
+            return x if coef_t is None else np.asarray(x @ coef_t)
+        index, weighting = kernel
+        if which == "char":
+            docs = [_WHITE_SPACES.sub(" ", t.lower()) for t in docs]
+        indptr, ids = index.ids(docs)
+        return weighting.rows(indptr, ids, len(vec.idf_)) if coef_t is None else weighting.scores(indptr, ids, coef_t)
 
-    def _char_matrix(self, texts: Sequence[str]) -> sp.spmatrix:
-        vec = self.char_vec
-        lo, hi = self.config.char_ngrams
-        if (not (1 <= lo <= hi <= MAX_FAST_CHAR_N) or not hasattr(vec, "idf_") or not vec.lowercase or vec.binary
-                or vec.analyzer != "char" or vec.strip_accents or vec.preprocessor is not None):
-            return vec.transform(texts)
+    def _kernel(self, which: str) -> tuple[CharIndex | WordIndex, Weighting] | None:
+        """The compiled look-up and weighting of a fitted vectoriser (built once per vocabulary)."""
+        vec = self.word_vec if which == "word" else self.char_vec
+        if not hasattr(vec, "idf_"):
+            return None
         vocab = _vocabulary(vec)
-        if self._char_lookup is None or self._char_lookup[0] is not vocab:
-            self._char_lookup = (vocab, _CharLookup(vocab, lo, hi))
-        docs = [_WHITE_SPACES.sub(" ", t.lower()) for t in texts]
-        rows, cols = self._char_lookup[1].features(docs)
-        return _tfidf(vec, rows, cols, len(docs), len(vocab))
+        cached = self._kernels.get(which)
+        if cached is not None and cached[0] is vocab and cached[1] is vec.idf_:
+            return cached[2]
+        lo, hi = self.config.char_ngrams
+        covered = (not vec.binary and vec.norm in ("l2", None) and vec.dtype == np.float32 and (
+            self.config.word_ngrams == (1, 1) if which == "word" else
+            (1 <= lo <= hi <= MAX_CHAR_N and vec.analyzer == "char" and vec.lowercase and not vec.strip_accents
+             and vec.preprocessor is None)))
+        kernel = None
+        if covered:
+            index = WordIndex(vocab) if which == "word" else CharIndex(vocab, lo, hi)
+            kernel = (index, Weighting(vec.idf_ if vec.use_idf else None, vec.sublinear_tf, vec.norm == "l2"))
+        self._kernels[which] = (vocab, vec.idf_, kernel)
+        return kernel
 
     def _stack(self, words: sp.spmatrix, chars: sp.spmatrix) -> sp.csr_matrix:
         return sp.hstack([words * np.float32(self.config.word_weight), chars], format="csr")

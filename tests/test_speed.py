@@ -74,6 +74,23 @@ def test_fast_tfidf_is_scikit_learns_matrix(sample_texts: list[str], which: str)
     assert empty.shape == (0, slow.shape[1])
 
 
+def test_compiled_tfidf_of_a_freshly_fitted_vocabulary_is_scikit_learns(sample_texts: list[str]) -> None:
+    """A vocabulary scikit-learn just fitted (ids in alphabetical order, not insertion order), texts
+    with words and n-grams it never saw, astral and odd characters: the kernels' matrix and scores
+    are scikit-learn's bit for bit, and the scores its matrix times the weights."""
+    from models.features import FeatureConfig, TextFeatures
+
+    features = TextFeatures(FeatureConfig(min_df=1))
+    train, held_out = sample_texts[::2], sample_texts[1::2] + ODD + ["C++ C++ C++ 哈哈哈哈哈哈哈哈 " * 40]
+    tokens = [t.split() + list(t) for t in held_out]      # whole "words" (spaces) and characters
+    features.fit_transform(train, [t.split() + list(t) for t in train])
+    fast, slow = features.transform(held_out, tokens), features.transform_slow(held_out, tokens)
+    assert np.array_equal(fast.indptr, slow.indptr) and np.array_equal(fast.indices, slow.indices)
+    assert np.array_equal(fast.data, slow.data)
+    coef = np.random.default_rng(0).normal(size=(4, features.size)).astype(np.float32)
+    np.testing.assert_allclose(features.linear(held_out, tokens, coef), np.asarray(slow @ coef.T), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("which", ["baseline", "topics"])
 def test_linear_scores_are_the_stacked_matrix_times_the_weights(sample_texts: list[str], which: str) -> None:
     if which == "baseline":

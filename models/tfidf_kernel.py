@@ -1,0 +1,380 @@
+"""Compiled TF-IDF serving (numba): look-ups, counts, TF-IDF and linear scores in one pass per text.
+
+:class:`models.features.TextFeatures` serves both linear models with these kernels. A fitted
+vocabulary becomes a :class:`TermIndex`, an open-addressing hash table over integer keys:
+
+* a character n-gram's key is its code points packed 21 bits each (n ≤ 3 fits an int64), so the
+  key *is* the n-gram and a hit needs no further check;
+* a word's key is a 64-bit hash of its code points; the table keeps every term's code points, and
+  a hit counts only when they equal the token's (no collision can map a word to another's feature).
+
+:func:`term_ids` turns a batch of texts (one array of code points and each text's offsets) into
+the feature ids of every in-vocabulary term, text by text. :func:`tfidf_rows` turns those into the
+rows ``TfidfVectorizer.transform`` returns (sorted indices, sublinear tf, idf, l2 norm) and
+:func:`tfidf_scores` into those rows times a linear model's weights without materialising them.
+Both repeat scikit-learn's float32 arithmetic step by step (the logarithms come from numpy as a
+table, the norms are summed in float64 as its Cython kernel sums them, the products accumulate in
+float32 in index order as scipy's sparse × dense product does), so the matrix equals scikit-learn's
+bit for bit and the scores equal ``matrix @ coef.T`` (``tests/test_speed.py``).
+
+Kernels compile on first use and are cached beside this file (``cache=True``; ``NUMBA_CACHE_DIR``
+moves the cache where the package folder is read-only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import chain
+
+import numba as nb
+import numpy as np
+import scipy.sparse as sp
+
+BITS = 21                          # every code point fits (max 0x10FFFF)
+MAX_CHAR_N = 3                     # 3 × 21 bits in an int64
+_EMPTY = np.int64(-1)              # a free slot (no packed n-gram or masked word hash is negative)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_KEY_MASK = np.int64(0x7FFF_FFFF_FFFF_FFFF)
+
+# Python's str.isspace() code points: a word token made only of these is dropped, as scikit-learn's
+# word analyzer (``models.features.word_ngrams``) drops it
+_SPACES = np.array([9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 133, 160, 5760, *range(8192, 8203), 8232, 8233,
+                    8239, 8287, 12288], np.int64)
+
+
+@nb.njit(cache=True, nogil=True)
+def _slot(key: np.int64, shift: np.uint64) -> np.int64:
+    return np.int64((np.uint64(key) * _MIX) >> shift)
+
+
+@nb.njit(cache=True, nogil=True)
+def _word_key(cps: np.ndarray, start: np.int64, end: np.int64) -> np.int64:
+    h = np.uint64(1469598103934665603)          # FNV-1a over the code points
+    for i in range(start, end):
+        h = (h ^ np.uint64(cps[i])) * np.uint64(1099511628211)
+    return np.int64(h) & _KEY_MASK
+
+
+@nb.njit(cache=True, nogil=True)
+def _build(keys: np.ndarray, values: np.ndarray, bits: np.int64) -> np.ndarray:
+    """An open-addressing table of (key, value) pairs side by side (one cache line per probe)."""
+    size = np.int64(1) << bits
+    shift = np.uint64(64 - bits)
+    table = np.full((size, 2), _EMPTY, np.int64)
+    for j in range(len(keys)):
+        s = _slot(keys[j], shift)
+        while table[s, 0] != _EMPTY:
+            s = (s + 1) & (size - 1)
+        table[s, 0] = keys[j]
+        table[s, 1] = values[j]
+    return table
+
+
+@nb.njit(cache=True, nogil=True)
+def _word_keys(cps: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    keys = np.empty(len(starts) - 1, np.int64)
+    for j in range(len(keys)):
+        keys[j] = _word_key(cps, starts[j], starts[j + 1])
+    return keys
+
+
+@nb.njit(cache=True, nogil=True)
+def _char_ids(cps: np.ndarray, offsets: np.ndarray, lo: np.int64, hi: np.int64, table: np.ndarray,
+              shift: np.uint64, unigram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n_docs = len(offsets) - 1
+    indptr = np.zeros(n_docs + 1, np.int64)
+    out = np.empty(max(np.int64(1), (hi - lo + 1) * len(cps)), np.int32)
+    mask = len(table) - 1
+    direct = len(unigram)
+    m = 0
+    for d in range(n_docs):
+        a, b = offsets[d], offsets[d + 1]
+        for n in range(lo, hi + 1):
+            for i in range(a, b - n + 1):
+                key = cps[i]
+                if n == 1 and key < direct:   # most characters: a small array, no hashing
+                    j = unigram[key]
+                else:
+                    for k in range(1, n):
+                        key = (key << BITS) | cps[i + k]
+                    s = _slot(key, shift)
+                    j = -1
+                    while table[s, 0] != _EMPTY:
+                        if table[s, 0] == key:
+                            j = table[s, 1]
+                            break
+                        s = (s + 1) & mask
+                if j >= 0:
+                    out[m] = j
+                    m += 1
+        indptr[d + 1] = m
+    return indptr, out[:m]
+
+
+@nb.njit(cache=True, nogil=True)
+def _word_ids(cps: np.ndarray, starts: np.ndarray, doc_tokens: np.ndarray, table: np.ndarray,
+              shift: np.uint64, term_cps: np.ndarray, term_starts: np.ndarray,
+              spaces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n_docs = len(doc_tokens) - 1
+    indptr = np.zeros(n_docs + 1, np.int64)
+    out = np.empty(max(np.int64(1), len(starts) - 1), np.int32)
+    mask = len(table) - 1
+    m = 0
+    for d in range(n_docs):
+        for t in range(doc_tokens[d], doc_tokens[d + 1]):
+            a, b = starts[t], starts[t + 1]
+            blank = b > a
+            i = a
+            while blank and i < b:
+                blank = False
+                for c in spaces:
+                    if cps[i] == c:
+                        blank = True
+                        break
+                i += 1
+            if blank:
+                continue
+            key = _word_key(cps, a, b)
+            s = _slot(key, shift)
+            while table[s, 0] != _EMPTY:   # a hash hit counts only if the code points are the term's
+                if table[s, 0] == key:
+                    j = table[s, 1]
+                    ta, tb = term_starts[j], term_starts[j + 1]
+                    same = tb - ta == b - a
+                    k = 0
+                    while same and k < b - a:
+                        same = term_cps[ta + k] == cps[a + k]
+                        k += 1
+                    if same:
+                        out[m] = j
+                        m += 1
+                        break
+                s = (s + 1) & mask
+        indptr[d + 1] = m
+    return indptr, out[:m]
+
+
+_SORT_BUCKETS = 256   # one counting pass on an id's top 8 bits, then insertion sort within buckets
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sort_ids(ids: np.ndarray, a: np.int64, b: np.int64, shift: np.int64, count: np.ndarray,
+              out: np.ndarray) -> None:
+    """``ids[a:b]`` sorted into ``out[:b - a]``: bucketed by the top bits, then an insertion sort that
+    only moves ids within their bucket (a text's hundred-odd ids fall in a few per bucket), about a
+    third of the time of a quicksort on so few."""
+    count[:] = 0
+    for i in range(a, b):
+        count[(ids[i] >> shift) + 1] += 1
+    for k in range(1, len(count)):
+        count[k] += count[k - 1]
+    for i in range(a, b):
+        k = ids[i] >> shift
+        out[count[k]] = ids[i]
+        count[k] += 1
+    for i in range(1, b - a):
+        x = out[i]
+        j = i - 1
+        while j >= 0 and out[j] > x:
+            out[j + 1] = out[j]
+            j -= 1
+        out[j + 1] = x
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _row(ids: np.ndarray, a: np.int64, b: np.int64, log1: np.ndarray, idf: np.ndarray, sublinear: bool,
+         use_idf: bool, l2: bool, shift: np.int64, count: np.ndarray, s: np.ndarray, cols: np.ndarray,
+         vals: np.ndarray) -> np.int64:
+    """One text's TF-IDF row into ``cols``/``vals`` (sorted columns); returns its length. ``shift``,
+    ``count`` and ``s`` are :func:`_sort_ids`' scratch."""
+    if b == a:
+        return np.int64(0)
+    _sort_ids(ids, a, b, shift, count, s)
+    size = b - a
+    n = 0
+    run = 1
+    for i in range(1, size + 1):
+        if i < size and s[i] == s[i - 1]:
+            run += 1
+            continue
+        col = s[i - 1]
+        v = log1[run] if sublinear else np.float32(run)
+        if use_idf:
+            v = np.float32(v * idf[col])
+        cols[n] = col
+        vals[n] = v
+        n += 1
+        run = 1
+    if l2:
+        total = 0.0
+        for i in range(n):
+            total += np.float64(vals[i] * vals[i])
+        if total != 0.0:
+            total = np.sqrt(total)
+            for i in range(n):
+                vals[i] = np.float32(np.float64(vals[i]) / total)
+    return np.int64(n)
+
+
+@nb.njit(cache=True, nogil=True)
+def _scratch(indptr: np.ndarray, n_features: np.int64) -> tuple[np.int64, np.ndarray, np.ndarray]:
+    longest = 0
+    for d in range(len(indptr) - 1):
+        longest = max(longest, indptr[d + 1] - indptr[d])
+    bits = 0
+    while (np.int64(1) << bits) < n_features:
+        bits += 1
+    return max(np.int64(0), bits - 8), np.zeros(_SORT_BUCKETS + 1, np.int64), np.empty(max(1, longest), np.int32)
+
+
+@nb.njit(cache=True, nogil=True)
+def _rows(indptr: np.ndarray, ids: np.ndarray, log1: np.ndarray, idf: np.ndarray, sublinear: bool,
+          use_idf: bool, l2: bool, n_features: np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n_docs = len(indptr) - 1
+    out_ptr = np.zeros(n_docs + 1, np.int64)
+    cols = np.empty(max(np.int64(1), len(ids)), np.int32)
+    vals = np.empty(max(np.int64(1), len(ids)), np.float32)
+    shift, count, s = _scratch(indptr, n_features)
+    m = 0
+    for d in range(n_docs):
+        n = _row(ids, indptr[d], indptr[d + 1], log1, idf, sublinear, use_idf, l2, shift, count, s,
+                 cols[m:], vals[m:])
+        m += n
+        out_ptr[d + 1] = m
+    return out_ptr, cols[:m], vals[:m]
+
+
+@nb.njit(cache=True, nogil=True)
+def _scores(indptr: np.ndarray, ids: np.ndarray, log1: np.ndarray, idf: np.ndarray, sublinear: bool,
+            use_idf: bool, l2: bool, coef_t: np.ndarray) -> np.ndarray:
+    n_docs = len(indptr) - 1
+    n_out = coef_t.shape[1]
+    out = np.zeros((n_docs, n_out), np.float32)
+    shift, count, s = _scratch(indptr, np.int64(len(coef_t)))
+    cols = np.empty(len(s), np.int32)
+    vals = np.empty(len(s), np.float32)
+    for d in range(n_docs):
+        n = _row(ids, indptr[d], indptr[d + 1], log1, idf, sublinear, use_idf, l2, shift, count, s, cols, vals)
+        for i in range(n):
+            v = vals[i]
+            w = coef_t[cols[i]]
+            for k in range(n_out):
+                out[d, k] += v * w[k]
+    return out
+
+
+def codepoints(text: str) -> np.ndarray:
+    """The code points of ``text`` as int64 (lone surrogates kept, one each)."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+
+
+def _offsets(lengths: Iterable[int], count: int) -> np.ndarray:
+    out = np.zeros(count + 1, np.int64)
+    np.cumsum(np.fromiter(lengths, np.int64, count), out=out[1:])
+    return out
+
+
+def _table_bits(n: int) -> int:
+    return max(4, int(np.ceil(np.log2(max(n, 1)))) + 1)   # at most half full
+
+
+def _terms(vocabulary: dict[str, int]) -> list[str]:
+    """The vocabulary's terms in feature order (term ``j`` is feature ``j``)."""
+    ids = np.fromiter(vocabulary.values(), np.int64, len(vocabulary))
+    if np.array_equal(ids, np.arange(len(ids))):   # a restored artifact's vocabulary: already in order
+        return list(vocabulary)
+    if not np.array_equal(np.sort(ids), np.arange(len(ids))):
+        raise ValueError("the vocabulary's feature ids are not 0 … n−1")
+    terms = list(vocabulary)
+    return [terms[i] for i in np.argsort(ids)]
+
+
+class CharIndex:
+    """A fitted character n-gram vocabulary (n from ``lo`` to ``hi`` ≤ :data:`MAX_CHAR_N`) as a hash
+    table of packed n-grams, plus an array for the single characters of the Basic Multilingual Plane.
+    Code points are stored plus one, so no key is zero and n-grams of different lengths never share
+    a key."""
+
+    def __init__(self, vocabulary: dict[str, int], lo: int, hi: int) -> None:
+        if not 1 <= lo <= hi <= MAX_CHAR_N:
+            raise ValueError(f"character n-grams {lo}–{hi}: the compiled path packs at most {MAX_CHAR_N}")
+        self.lo, self.hi = lo, hi
+        terms = _terms(vocabulary)
+        lengths = np.fromiter(map(len, terms), np.int64, len(terms))
+        if len(terms) and (lengths.min() < lo or lengths.max() > hi):
+            raise ValueError(f"the vocabulary holds n-grams outside {lo}–{hi}")
+        keys = np.zeros(len(terms), np.int64)
+        cps = codepoints("".join(terms)) + 1
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        for n in range(1, hi + 1):   # left to right: shift in one code point per position
+            of_n = np.flatnonzero(lengths >= n)
+            keys[of_n] = (keys[of_n] << BITS) | cps[starts[of_n] + n - 1]
+        ids = np.arange(len(terms), dtype=np.int64)
+        bits = _table_bits(len(terms))
+        self.shift = np.uint64(64 - bits)
+        self.table = _build(keys, ids, np.int64(bits))
+        self.unigram = np.full(0x10001 if lo == 1 else 0, -1, np.int32)
+        single = np.flatnonzero((lengths == 1) & (keys < len(self.unigram)))
+        self.unigram[keys[single]] = single
+
+    def ids(self, docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(row pointer, feature ids) of every in-vocabulary n-gram of each of ``docs`` (already
+        lower-cased and whitespace-collapsed as scikit-learn's char analyzer does)."""
+        offsets = _offsets(map(len, docs), len(docs))
+        return _char_ids(codepoints("".join(docs)) + 1, offsets, np.int64(self.lo), np.int64(self.hi),
+                         self.table, self.shift, self.unigram)
+
+
+class WordIndex:
+    """A fitted word vocabulary as a hash table of the words' code-point hashes (hits verified)."""
+
+    def __init__(self, vocabulary: dict[str, int]) -> None:
+        terms = _terms(vocabulary)
+        self.term_cps = codepoints("".join(terms))
+        self.term_starts = _offsets(map(len, terms), len(terms))
+        bits = _table_bits(len(terms))
+        self.shift = np.uint64(64 - bits)
+        self.table = _build(_word_keys(self.term_cps, self.term_starts), np.arange(len(terms), dtype=np.int64),
+                            np.int64(bits))
+
+    def ids(self, tokens: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """(row pointer, feature ids) of the in-vocabulary words of each token list; whitespace
+        tokens are skipped as scikit-learn's word analyzer skips them."""
+        flat = list(chain.from_iterable(tokens))
+        return _word_ids(codepoints("".join(flat)), _offsets(map(len, flat), len(flat)),
+                         _offsets(map(len, tokens), len(tokens)), self.table, self.shift,
+                         self.term_cps, self.term_starts, _SPACES)
+
+
+class Weighting:
+    """scikit-learn's TF-IDF steps for one fitted vectoriser: sublinear tf, idf, l2 norm."""
+
+    def __init__(self, idf: np.ndarray | None, sublinear: bool, l2: bool) -> None:
+        self.idf = np.ones(1, np.float32) if idf is None else idf
+        self.use_idf, self.sublinear, self.l2 = idf is not None, sublinear, l2
+        self._log1 = np.zeros(1, np.float32)
+
+    def _logs(self, indptr: np.ndarray) -> np.ndarray:
+        """1 + log(count) for every count a row may hold, from numpy's float32 log (as scikit-learn
+        computes it), grown when a longer row comes."""
+        longest = int(np.diff(indptr).max()) if len(indptr) > 1 else 0
+        if longest >= len(self._log1):
+            with np.errstate(divide="ignore"):
+                table = np.log(np.arange(max(longest + 1, 2 * len(self._log1)), dtype=np.float32))
+            table += np.float32(1.0)
+            table[0] = 0.0
+            self._log1 = table
+        return self._log1
+
+    def rows(self, indptr: np.ndarray, ids: np.ndarray, n_features: int) -> sp.csr_matrix:
+        """The TF-IDF matrix of the texts whose feature ids ``ids`` holds (row pointer ``indptr``)."""
+        ptr, cols, vals = _rows(indptr, ids, self._logs(indptr), self.idf, self.sublinear, self.use_idf, self.l2,
+                                np.int64(n_features))
+        index = np.int32 if max(len(indptr), n_features, len(cols)) <= np.iinfo(np.int32).max else np.int64
+        x = sp.csr_matrix((vals, cols.astype(index), ptr.astype(index)), shape=(len(indptr) - 1, n_features))
+        x.has_sorted_indices = True
+        return x
+
+    def scores(self, indptr: np.ndarray, ids: np.ndarray, coef_t: np.ndarray) -> np.ndarray:
+        """``rows(indptr, ids) @ coef_t`` (``coef_t``: features × outputs, float32), row by row."""
+        return _scores(indptr, ids, self._logs(indptr), self.idf, self.sublinear, self.use_idf, self.l2, coef_t)
