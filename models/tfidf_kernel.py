@@ -366,8 +366,16 @@ class Weighting:
             self._log1 = table
         return self._log1
 
+    def _check(self, ids: np.ndarray, n_features: int) -> None:
+        """The kernels index arrays without bounds checks: ids must fit the vectoriser's features."""
+        if self.use_idf and n_features > len(self.idf):
+            raise ValueError(f"{n_features} features but {len(self.idf)} idf weights")
+        if len(ids) and (int(ids.max()) >= n_features or int(ids.min()) < 0):
+            raise ValueError(f"feature ids {int(ids.min())}…{int(ids.max())} outside 0…{n_features - 1}")
+
     def rows(self, indptr: np.ndarray, ids: np.ndarray, n_features: int) -> sp.csr_matrix:
         """The TF-IDF matrix of the texts whose feature ids ``ids`` holds (row pointer ``indptr``)."""
+        self._check(ids, n_features)
         ptr, cols, vals = _rows(indptr, ids, self._logs(indptr), self.idf, self.sublinear, self.use_idf, self.l2,
                                 np.int64(n_features))
         index = np.int32 if max(len(indptr), n_features, len(cols)) <= np.iinfo(np.int32).max else np.int64
@@ -377,4 +385,5 @@ class Weighting:
 
     def scores(self, indptr: np.ndarray, ids: np.ndarray, coef_t: np.ndarray) -> np.ndarray:
         """``rows(indptr, ids) @ coef_t`` (``coef_t``: features × outputs, float32), row by row."""
+        self._check(ids, len(coef_t))
         return _scores(indptr, ids, self._logs(indptr), self.idf, self.sublinear, self.use_idf, self.l2, coef_t)
