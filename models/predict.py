@@ -52,10 +52,11 @@ from nlp import (
     default_taxonomy,
     detect_urgency,
     is_plain_inquiry,
-    keywords,
+    keywords_many,
     rules_fingerprint,
     segmenter_engine,
 )
+from nlp.codepoints import PackedWords
 
 INQUIRY_CONFIDENCE = 0.9   # a model this sure of a label keeps it, inquiry or not (sarcasm: "请问筷子怎么用啊")
 INQUIRY_WEIGHT = 0.75      # how far a plain inquiry's probabilities move towards neutral
@@ -182,15 +183,16 @@ class Analyzer:
 
     def _analyze(self, texts: Sequence[str]) -> dict[str, list]:
         tokens = self.segmenter.cut_many(texts)
+        words = PackedWords(tokens)   # packed once for the kernels of both models and the keywords
         embeddings = self.encoder.embed(texts, remember=True) if self.encoder is not None and len(texts) else None
         names = self.model.labels
         # a shared encoder reuses ``embeddings``
-        proba = neutral_inquiries(texts, self.model.predict_proba(texts, tokens), names)
+        proba = neutral_inquiries(texts, self.model.predict_proba(texts, words), names)
         labels = np.asarray(names)
         idx = {lab: i for i, lab in enumerate(names)}
         p_neg, p_neu, p_pos = (proba[:, idx[k]] for k in ("neg", "neu", "pos"))
         sentiment = labels[proba.argmax(axis=1)].tolist() if len(texts) else []
-        topics = self.topics_of(texts, tokens, embeddings)
+        topics = self.topics_of(texts, words, embeddings)
         per_topic = topic_sentiments(texts, topics, proba,
                                      lambda xs, ws, ctx: neutral_inquiries(
                                          xs, predict_in_context(self.model, xs, ws, ctx), names),
@@ -199,7 +201,7 @@ class Analyzer:
         reasons = [detect_urgency(t) if s != "pos" else [] for t, s in zip(texts, sentiment, strict=True)]
         return {
             "tokens": tokens,
-            "keywords": [keywords(t) for t in tokens],
+            "keywords": keywords_many(words),
             "sentiment": sentiment,
             "sentiment_score": np.round(p_pos - p_neg, 4).tolist(),
             "p_neg": np.round(p_neg, 4).tolist(),

@@ -23,12 +23,13 @@ moves the cache where the package folder is read-only).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from itertools import chain
+from collections.abc import Sequence
 
 import numba as nb
 import numpy as np
 import scipy.sparse as sp
+
+from nlp.codepoints import codepoints, offsets, packed_words
 
 BITS = 21                          # every code point fits (max 0x10FFFF)
 MAX_CHAR_N = 3                     # 3 × 21 bits in an int64
@@ -263,17 +264,6 @@ def _scores(indptr: np.ndarray, ids: np.ndarray, log1: np.ndarray, idf: np.ndarr
     return out
 
 
-def codepoints(text: str) -> np.ndarray:
-    """The code points of ``text`` as int64 (lone surrogates kept, one each)."""
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
-
-
-def _offsets(lengths: Iterable[int], count: int) -> np.ndarray:
-    out = np.zeros(count + 1, np.int64)
-    np.cumsum(np.fromiter(lengths, np.int64, count), out=out[1:])
-    return out
-
-
 def _table_bits(n: int) -> int:
     return max(4, int(np.ceil(np.log2(max(n, 1)))) + 1)   # at most half full
 
@@ -320,9 +310,8 @@ class CharIndex:
     def ids(self, docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(row pointer, feature ids) of every in-vocabulary n-gram of each of ``docs`` (already
         lower-cased and whitespace-collapsed as scikit-learn's char analyzer does)."""
-        offsets = _offsets(map(len, docs), len(docs))
-        return _char_ids(codepoints("".join(docs)) + 1, offsets, np.int64(self.lo), np.int64(self.hi),
-                         self.table, self.shift, self.unigram)
+        return _char_ids(codepoints("".join(docs)) + 1, offsets(map(len, docs), len(docs)), np.int64(self.lo),
+                         np.int64(self.hi), self.table, self.shift, self.unigram)
 
 
 class WordIndex:
@@ -331,7 +320,7 @@ class WordIndex:
     def __init__(self, vocabulary: dict[str, int]) -> None:
         terms = _terms(vocabulary)
         self.term_cps = codepoints("".join(terms))
-        self.term_starts = _offsets(map(len, terms), len(terms))
+        self.term_starts = offsets(map(len, terms), len(terms))
         bits = _table_bits(len(terms))
         self.shift = np.uint64(64 - bits)
         self.table = _build(_word_keys(self.term_cps, self.term_starts), np.arange(len(terms), dtype=np.int64),
@@ -340,10 +329,9 @@ class WordIndex:
     def ids(self, tokens: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
         """(row pointer, feature ids) of the in-vocabulary words of each token list; whitespace
         tokens are skipped as scikit-learn's word analyzer skips them."""
-        flat = list(chain.from_iterable(tokens))
-        return _word_ids(codepoints("".join(flat)), _offsets(map(len, flat), len(flat)),
-                         _offsets(map(len, tokens), len(tokens)), self.table, self.shift,
-                         self.term_cps, self.term_starts, _SPACES)
+        words = packed_words(tokens)
+        return _word_ids(words.cps, words.starts, words.docs, self.table, self.shift, self.term_cps,
+                         self.term_starts, _SPACES)
 
 
 class Weighting:

@@ -15,7 +15,15 @@ from nlp.inquiry import InquiryRules, InquiryRulesError, default_inquiry_rules, 
 from nlp.normalize import dedup_key, normalize_many, normalize_text
 from nlp.pii import Redaction, redact, redact_many
 from nlp.rules import rules_fingerprint
-from nlp.segment import Segmenter, SegmenterError, corpus_keywords, default_segmenter, keywords, segmenter_engine
+from nlp.segment import (
+    Segmenter,
+    SegmenterError,
+    corpus_keywords,
+    default_segmenter,
+    keywords,
+    keywords_many,
+    segmenter_engine,
+)
 from nlp.taxonomy import Taxonomy, TaxonomyError, Topic, default_taxonomy, load_taxonomy
 from nlp.urgency import (
     URGENCY_CATEGORIES,
@@ -55,6 +63,7 @@ __all__ = [
     "is_plain_inquiry",
     "is_urgent",
     "keywords",
+    "keywords_many",
     "load_emotion_lexicon",
     "load_inquiry_rules",
     "load_taxonomy",

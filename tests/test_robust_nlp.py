@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,8 @@ from nlp import (
     redact_many,
 )
 from nlp.pii import PLACEHOLDERS, classify_number, id_card_valid, luhn_valid
-from nlp.segment import content_words, stopwords
+from nlp.segment import _keyword_idf as keyword_weight
+from nlp.segment import content_words, keywords_many, stopwords
 
 # every code point, lone surrogates included (bytes that did not decode arrive as those)
 ANY_CHAR = st.characters(codec=None, exclude_categories=())
@@ -127,6 +129,23 @@ def test_keywords_come_from_the_tokens_and_never_are_stopwords_or_placeholders(t
         assert set(content_words(tokens)) <= set(tokens)
     top = corpus_keywords(docs, k)
     assert len(top) <= k and set(top) <= {w for d in docs for w in d}
+
+
+KEYWORD_POOL = ["快递", "客服", "退款", "质量", "服务", "服务态度", "好", "很", "的", "<PHONE>",
+                "a", "ab", "abc", "Ab", "😀", "太慢了", "物流", "物流太慢", " "]
+
+
+@FAST
+@given(st.lists(st.lists(st.sampled_from(KEYWORD_POOL), max_size=30), max_size=6), st.integers(0, 8))
+def test_keywords_of_a_batch_rank_as_sorting_count_times_idf_then_the_word(docs: list[list[str]], k: int) -> None:
+    """The compiled batch ranking (``keywords_many``) against its definition in plain Python: distinct
+    content words by (−count × idf, word), the first k; repeated words, ties and empty texts included."""
+    def reference(tokens: list[str]) -> list[str]:
+        scored = sorted((-n * w, t) for t, n in Counter(tokens).items() if (w := keyword_weight(t)))
+        return [t for _, t in scored[:k]]
+
+    assert keywords_many(docs, k) == [reference(t) for t in docs]
+    assert [keywords(t, k) for t in docs] == [reference(t) for t in docs]
 
 
 @FAST

@@ -18,6 +18,7 @@ from models.predict import Analyzer
 from models.registry import load_sentiment_model, load_topic_model, resolve_model
 from nlp import Segmenter, normalize_text
 from nlp.clauses import split_clauses
+from nlp.codepoints import PackedWords
 from nlp.segment import _PLACEHOLDER_RE
 from pipelines.config import Settings, worker_count
 from pipelines.enrich import enrich_pending, sync_topics
@@ -88,7 +89,9 @@ def test_compiled_tfidf_of_a_freshly_fitted_vocabulary_is_scikit_learns(sample_t
     assert np.array_equal(fast.indptr, slow.indptr) and np.array_equal(fast.indices, slow.indices)
     assert np.array_equal(fast.data, slow.data)
     coef = np.random.default_rng(0).normal(size=(4, features.size)).astype(np.float32)
-    np.testing.assert_allclose(features.linear(held_out, tokens, coef), np.asarray(slow @ coef.T), rtol=0, atol=1e-5)
+    scores = features.linear(held_out, tokens, coef)
+    np.testing.assert_allclose(scores, np.asarray(slow @ coef.T), rtol=0, atol=1e-5)
+    assert np.array_equal(features.linear(held_out, PackedWords(tokens), coef), scores)   # packed once, same words
 
 
 @pytest.mark.parametrize("which", ["baseline", "topics"])

@@ -1,0 +1,52 @@
+"""Texts as arrays of code points, the form the compiled kernels read (``nlp.keyword_rank``,
+``models.tfidf_kernel``): one array for a whole batch, and each piece's offsets into it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import chain
+from typing import overload
+
+import numpy as np
+
+
+def codepoints(text: str) -> np.ndarray:
+    """The code points of ``text`` as int64 (lone surrogates kept, one each, as ``len`` counts them)."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+
+
+def offsets(lengths: Iterable[int], count: int) -> np.ndarray:
+    """``count + 1`` offsets: where each of ``count`` consecutive pieces of these lengths starts, then the end."""
+    out = np.zeros(count + 1, np.int64)
+    np.cumsum(np.fromiter(lengths, np.int64, count), out=out[1:])
+    return out
+
+
+class PackedWords(Sequence[list[str]]):
+    """Token lists (one per text) with their packed form, made once for every kernel that reads the
+    batch's words (both linear models' word features, the keyword ranking): all words in one list
+    (``flat``), their code points in one array (``cps``, word ``j`` at ``starts[j]:starts[j + 1]``) and
+    each text's words (``docs[i]:docs[i + 1]``). A sequence of the token lists itself, so it goes
+    wherever token lists go. The lists must not change afterwards."""
+
+    def __init__(self, lists: Sequence[list[str]]) -> None:
+        self.lists = lists
+        self.flat: list[str] = list(chain.from_iterable(lists))
+        self.cps = codepoints("".join(self.flat))
+        self.starts = offsets(map(len, self.flat), len(self.flat))
+        self.docs = offsets(map(len, lists), len(lists))
+
+    def __len__(self) -> int:
+        return len(self.lists)
+
+    @overload
+    def __getitem__(self, i: int) -> list[str]: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[list[str]]: ...
+    def __getitem__(self, i: int | slice) -> list[str] | Sequence[list[str]]:
+        return self.lists[i]
+
+
+def packed_words(lists: Sequence[Sequence[str]]) -> PackedWords:
+    """``lists`` packed (returned as is when it already is)."""
+    return lists if isinstance(lists, PackedWords) else PackedWords(lists)  # type: ignore[arg-type]
