@@ -133,7 +133,7 @@ class TextFeatures:
     def _kernel(self, which: str) -> tuple[CharIndex | WordIndex, Weighting] | None:
         """The compiled look-up and weighting of a fitted vectoriser (built once per vocabulary)."""
         vec = self.word_vec if which == "word" else self.char_vec
-        if not hasattr(vec, "idf_"):
+        if not hasattr(vec, "idf_"):   # not fitted, or fitted without idf
             return None
         vocab = _vocabulary(vec)
         cached = self._kernels.get(which)
@@ -147,7 +147,7 @@ class TextFeatures:
         kernel = None
         if covered:
             index = WordIndex(vocab) if which == "word" else CharIndex(vocab, lo, hi)
-            kernel = (index, Weighting(vec.idf_ if vec.use_idf else None, vec.sublinear_tf, vec.norm == "l2"))
+            kernel = (index, Weighting(vec.idf_, vec.sublinear_tf, vec.norm == "l2"))
         self._kernels[which] = (vocab, vec.idf_, kernel)
         return kernel
 

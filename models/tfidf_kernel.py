@@ -184,7 +184,7 @@ def _sort_ids(ids: np.ndarray, a: np.int64, b: np.int64, shift: np.int64, count:
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _row(ids: np.ndarray, a: np.int64, b: np.int64, log1: np.ndarray, idf: np.ndarray, sublinear: bool,
-         use_idf: bool, l2: bool, shift: np.int64, count: np.ndarray, s: np.ndarray, cols: np.ndarray,
+         l2: bool, shift: np.int64, count: np.ndarray, s: np.ndarray, cols: np.ndarray,
          vals: np.ndarray) -> np.int64:
     """One text's TF-IDF row into ``cols``/``vals`` (sorted columns); returns its length. ``shift``,
     ``count`` and ``s`` are :func:`_sort_ids`' scratch."""
@@ -199,9 +199,7 @@ def _row(ids: np.ndarray, a: np.int64, b: np.int64, log1: np.ndarray, idf: np.nd
             run += 1
             continue
         col = s[i - 1]
-        v = log1[run] if sublinear else np.float32(run)
-        if use_idf:
-            v = np.float32(v * idf[col])
+        v = np.float32((log1[run] if sublinear else np.float32(run)) * idf[col])
         cols[n] = col
         vals[n] = v
         n += 1
@@ -230,7 +228,7 @@ def _scratch(indptr: np.ndarray, n_features: np.int64) -> tuple[np.int64, np.nda
 
 @nb.njit(cache=True, nogil=True)
 def _rows(indptr: np.ndarray, ids: np.ndarray, log1: np.ndarray, idf: np.ndarray, sublinear: bool,
-          use_idf: bool, l2: bool, n_features: np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+          l2: bool, n_features: np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n_docs = len(indptr) - 1
     out_ptr = np.zeros(n_docs + 1, np.int64)
     cols = np.empty(max(np.int64(1), len(ids)), np.int32)
@@ -238,8 +236,7 @@ def _rows(indptr: np.ndarray, ids: np.ndarray, log1: np.ndarray, idf: np.ndarray
     shift, count, s = _scratch(indptr, n_features)
     m = 0
     for d in range(n_docs):
-        n = _row(ids, indptr[d], indptr[d + 1], log1, idf, sublinear, use_idf, l2, shift, count, s,
-                 cols[m:], vals[m:])
+        n = _row(ids, indptr[d], indptr[d + 1], log1, idf, sublinear, l2, shift, count, s, cols[m:], vals[m:])
         m += n
         out_ptr[d + 1] = m
     return out_ptr, cols[:m], vals[:m]
@@ -247,7 +244,7 @@ def _rows(indptr: np.ndarray, ids: np.ndarray, log1: np.ndarray, idf: np.ndarray
 
 @nb.njit(cache=True, nogil=True)
 def _scores(indptr: np.ndarray, ids: np.ndarray, log1: np.ndarray, idf: np.ndarray, sublinear: bool,
-            use_idf: bool, l2: bool, coef_t: np.ndarray) -> np.ndarray:
+            l2: bool, coef_t: np.ndarray) -> np.ndarray:
     n_docs = len(indptr) - 1
     n_out = coef_t.shape[1]
     out = np.zeros((n_docs, n_out), np.float32)
@@ -255,7 +252,7 @@ def _scores(indptr: np.ndarray, ids: np.ndarray, log1: np.ndarray, idf: np.ndarr
     cols = np.empty(len(s), np.int32)
     vals = np.empty(len(s), np.float32)
     for d in range(n_docs):
-        n = _row(ids, indptr[d], indptr[d + 1], log1, idf, sublinear, use_idf, l2, shift, count, s, cols, vals)
+        n = _row(ids, indptr[d], indptr[d + 1], log1, idf, sublinear, l2, shift, count, s, cols, vals)
         for i in range(n):
             v = vals[i]
             w = coef_t[cols[i]]
@@ -295,7 +292,7 @@ class CharIndex:
             raise ValueError(f"the vocabulary holds n-grams outside {lo}–{hi}")
         keys = np.zeros(len(terms), np.int64)
         cps = codepoints("".join(terms)) + 1
-        starts = np.concatenate([[0], np.cumsum(lengths)])
+        starts = offsets(lengths, len(terms))
         for n in range(1, hi + 1):   # left to right: shift in one code point per position
             of_n = np.flatnonzero(lengths >= n)
             keys[of_n] = (keys[of_n] << BITS) | cps[starts[of_n] + n - 1]
@@ -335,11 +332,10 @@ class WordIndex:
 
 
 class Weighting:
-    """scikit-learn's TF-IDF steps for one fitted vectoriser: sublinear tf, idf, l2 norm."""
+    """scikit-learn's TF-IDF steps for one vectoriser fitted with idf: (sublinear) tf, idf, l2 norm."""
 
-    def __init__(self, idf: np.ndarray | None, sublinear: bool, l2: bool) -> None:
-        self.idf = np.ones(1, np.float32) if idf is None else idf
-        self.use_idf, self.sublinear, self.l2 = idf is not None, sublinear, l2
+    def __init__(self, idf: np.ndarray, sublinear: bool, l2: bool) -> None:
+        self.idf, self.sublinear, self.l2 = idf, sublinear, l2
         self._log1 = np.zeros(1, np.float32)
 
     def _logs(self, indptr: np.ndarray) -> np.ndarray:
@@ -356,7 +352,7 @@ class Weighting:
 
     def _check(self, ids: np.ndarray, n_features: int) -> None:
         """The kernels index arrays without bounds checks: ids must fit the vectoriser's features."""
-        if self.use_idf and n_features > len(self.idf):
+        if n_features > len(self.idf):
             raise ValueError(f"{n_features} features but {len(self.idf)} idf weights")
         if len(ids) and (int(ids.max()) >= n_features or int(ids.min()) < 0):
             raise ValueError(f"feature ids {int(ids.min())}…{int(ids.max())} outside 0…{n_features - 1}")
@@ -364,7 +360,7 @@ class Weighting:
     def rows(self, indptr: np.ndarray, ids: np.ndarray, n_features: int) -> sp.csr_matrix:
         """The TF-IDF matrix of the texts whose feature ids ``ids`` holds (row pointer ``indptr``)."""
         self._check(ids, n_features)
-        ptr, cols, vals = _rows(indptr, ids, self._logs(indptr), self.idf, self.sublinear, self.use_idf, self.l2,
+        ptr, cols, vals = _rows(indptr, ids, self._logs(indptr), self.idf, self.sublinear, self.l2,
                                 np.int64(n_features))
         index = np.int32 if max(len(indptr), n_features, len(cols)) <= np.iinfo(np.int32).max else np.int64
         x = sp.csr_matrix((vals, cols.astype(index), ptr.astype(index)), shape=(len(indptr) - 1, n_features))
@@ -374,4 +370,4 @@ class Weighting:
     def scores(self, indptr: np.ndarray, ids: np.ndarray, coef_t: np.ndarray) -> np.ndarray:
         """``rows(indptr, ids) @ coef_t`` (``coef_t``: features × outputs, float32), row by row."""
         self._check(ids, len(coef_t))
-        return _scores(indptr, ids, self._logs(indptr), self.idf, self.sublinear, self.use_idf, self.l2, coef_t)
+        return _scores(indptr, ids, self._logs(indptr), self.idf, self.sublinear, self.l2, coef_t)
