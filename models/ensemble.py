@@ -186,8 +186,7 @@ class EnsembleSentiment:
     def load(cls, folder: Path, load_member: Callable[[Path], object]) -> EnsembleSentiment:
         doc = json.loads((folder / "model.json").read_text(encoding="utf-8"))
         members, weights, names = [], [], []
-        for m in doc.get("members", []):
-            path = folder.parent / m["name"] if "name" in m else Path(m.get("path", ""))
+        for m, path in zip(doc.get("members", []), member_folders(folder, doc), strict=True):
             if not (path / "model.json").exists():
                 raise ModelLoadError(f"{folder / 'model.json'} needs member {m.get('name') or m.get('path')!r}, "
                                      f"not found at {path}")
@@ -198,6 +197,12 @@ class EnsembleSentiment:
             raise ModelLoadError(f"{folder / 'model.json'} lists no members")
         confidence, fast = cascade_points(doc, folder / "model.json")
         return cls(members, weights, names, doc.get("meta", {}), confidence, fast)
+
+
+def member_folders(folder: Path, doc: dict) -> list[Path]:
+    """The artifact folders of the members listed in an ensemble's ``model.json`` ``doc``: a
+    ``name`` beside ``folder``, or a ``path``."""
+    return [folder.parent / m["name"] if "name" in m else Path(m.get("path", "")) for m in doc.get("members", [])]
 
 
 def cascade_doc(confidence: float | None, fast: float | None) -> dict:

@@ -9,6 +9,7 @@ promoted version if there is one, else the shipped default. Every artifact carri
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from models.baseline import FORMAT as BASELINE_FORMAT
 from models.baseline import BaselineSentiment, ModelLoadError
 from models.e5_base import default_cache_root
 from models.ensemble import FORMAT as ENSEMBLE_FORMAT
-from models.ensemble import cascade_points
+from models.ensemble import cascade_points, member_folders
 from models.topics import TopicModel
 from models.transformer import FORMAT as TRANSFORMER_FORMAT
 
@@ -225,6 +226,26 @@ def load_sentiment_model(path: str | os.PathLike[str], cache_root: Path | None =
             ensemble.set_cascade(cascade, f"CXLOOP_CASCADE={os.environ.get('CXLOOP_CASCADE', '').strip()} ({p})")
         return ensemble
     raise ModelLoadError(f"{p / 'model.json'}: unknown model format {fmt!r}")
+
+
+def artifact_stamp(path: str | os.PathLike[str]) -> str:
+    """A digest of the name, size and modification time of every file a sentiment artifact's load
+    reads: its folder's and, for an ensemble, its members' (a changed, replaced or truncated file
+    changes it)."""
+    todo, seen, parts = [Path(path).resolve()], set(), []
+    while todo:
+        folder = todo.pop()
+        if folder in seen or not folder.is_dir():
+            continue
+        seen.add(folder)
+        for f in sorted(folder.iterdir()):
+            if f.is_file():
+                st = f.stat()
+                parts.append(f"{f}\t{st.st_size}\t{st.st_mtime_ns}")
+        doc = artifact_doc(folder / "model.json") if (folder / "model.json").is_file() else {}
+        if doc.get("format") == ENSEMBLE_FORMAT:
+            todo += [m.resolve() for m in member_folders(folder, doc)]
+    return hashlib.sha1("\n".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def load_topic_model(path: str | os.PathLike[str]) -> TopicModel:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -86,20 +87,61 @@ def _settings(home: Path | None, db: str | None, taxonomy: Path | None = None) -
 
 def _check_model(settings: Settings, model: str | None) -> None:
     """Load the model before anything runs: a missing, unknown or corrupt model is one ``error:``
-    line and a warehouse left untouched, not a failure after ingest has written."""
+    line and a warehouse left untouched, not a failure after ingest has written.
+
+    A model that loaded before with the same files and serving settings (``checked-models.json`` in
+    the cache folder: :func:`models.registry.artifact_stamp`, the backend, the cascade, the cxloop
+    version) is not loaded again here: the shipped ensemble takes about 7 s to load, which a run with
+    nothing new to score spent for nothing; ``enrich`` loads it when it has rows to score."""
+    from importlib.metadata import version
+
     from models.baseline import ModelLoadError
-    from models.registry import load_sentiment_model, resolve_model
+    from models.registry import artifact_stamp, load_sentiment_model, resolve_model, serving_backend
 
     def load() -> None:
         path = resolve_model(model, settings.models_dir)
+        ledger = settings.cache_dir / "checked-models.json"
+        key = "|".join((str(path.resolve()), serving_backend(), os.environ.get("CXLOOP_CASCADE", "").strip(),
+                        version("cxloop")))
+        stamp = artifact_stamp(path)
+        checked = _read_ledger(ledger)
+        if checked.get(key) == stamp:
+            return
         try:
             load_sentiment_model(path, cache_root=settings.cache_dir)
         except ModelLoadError:
             raise
         except Exception as e:  # noqa: BLE001 - damage the loader did not foresee (a truncated zip): still one line
             raise ModelLoadError(f"model artifact in {path} is corrupt: {type(e).__name__}: {e}") from None
+        checked[key] = stamp
+        _write_ledger(ledger, checked)
 
     _run(load)
+
+
+def _read_ledger(path: Path) -> dict[str, str]:
+    """The models checked before (``_check_model``); an unreadable ledger is an empty one."""
+    import json
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(doc, dict) else {}
+
+
+def _write_ledger(path: Path, checked: dict[str, str]) -> None:
+    """Write the ledger whole (a temporary file renamed over it); a cache folder that cannot be
+    written only means the next run checks again."""
+    import json
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(checked, indent=1), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass
 
 
 class RichReporter:
@@ -129,8 +171,24 @@ def _progress() -> Progress:
 def _with_progress(fn: Callable[[], Any]) -> Any:
     from pipelines import progress
 
-    with _progress() as bar, progress.reporting(RichReporter(bar)):
+    with _progress() as bar, progress.reporting(RichReporter(bar)), _no_heartbeats_on_temporary_server():
         return _run(fn)
+
+
+@contextmanager
+def _no_heartbeats_on_temporary_server() -> Iterator[None]:
+    """Flow runs on Prefect's temporary server (no ``PREFECT_API_URL``) send no heartbeats. Prefect
+    sends them so that a server can mark a run whose process died as crashed; a temporary server dies
+    with the process. Each flow and subflow runs a heartbeat thread that sleeps a second at a time
+    and is joined when its flow ends: up to a second per flow, 5 of the 22 s a ``cxloop run`` with
+    nothing new took. Against a real server they stay on."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+
+    if get_current_settings().api.url:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 def _columns(text_col: str | None, id_col: str | None, time_col: str | None, channel_col: str | None,

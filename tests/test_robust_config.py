@@ -144,3 +144,31 @@ def test_a_bad_engine_setting(setup: tuple[Path, Path, dict], monkeypatch: pytes
     before = _digest(home)
     _one_error(_cxloop(home, "run"), message)
     assert _digest(home) == before
+
+
+def test_a_model_checked_before_is_loaded_again_only_when_its_files_change(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI's check before ``run`` remembers a model that loaded (``checked-models.json``): a run
+    with nothing new does not spend the load again, and a file damaged since is caught again."""
+    import models.registry as registry
+    from pipelines.cli import _check_model
+    from pipelines.config import Settings
+
+    folder = tmp_path / "model"
+    shutil.copytree(BASELINE, folder)
+    settings = Settings.resolve(tmp_path / "home")
+    loads: list[Path] = []
+    real = registry.load_sentiment_model
+    monkeypatch.setattr(registry, "load_sentiment_model", lambda path, **kw: loads.append(path) or real(path, **kw))
+    _check_model(settings, str(folder))
+    _check_model(settings, str(folder))
+    assert len(loads) == 1 and (settings.cache_dir / "checked-models.json").is_file()
+    monkeypatch.setenv("CXLOOP_CASCADE", "0.8")   # another serving setting: checked again
+    _check_model(settings, str(folder))
+    assert len(loads) == 2
+    monkeypatch.delenv("CXLOOP_CASCADE")
+    (folder / "weights.npz").write_bytes(b"PK\x03\x04 truncated")   # damaged after it was checked
+    with pytest.raises(typer.Exit):
+        _check_model(settings, str(folder))
+    assert len(loads) == 3
+    assert "error:" in capsys.readouterr().err
