@@ -93,8 +93,6 @@ def _check_model(settings: Settings, model: str | None) -> None:
     the cache folder: :func:`models.registry.artifact_stamp`, the backend, the cascade, the cxloop
     version) is not loaded again here: the shipped ensemble takes about 7 s to load, which a run with
     nothing new to score spent for nothing; ``enrich`` loads it when it has rows to score."""
-    from importlib.metadata import version
-
     from models.baseline import ModelLoadError
     from models.registry import artifact_stamp, load_sentiment_model, resolve_model, serving_backend
 
@@ -102,7 +100,7 @@ def _check_model(settings: Settings, model: str | None) -> None:
         path = resolve_model(model, settings.models_dir)
         ledger = settings.cache_dir / "checked-models.json"
         key = "|".join((str(path.resolve()), serving_backend(), os.environ.get("CXLOOP_CASCADE", "").strip(),
-                        version("cxloop")))
+                        _cxloop_version()))
         stamp = artifact_stamp(path)
         checked = _read_ledger(ledger)
         if checked.get(key) == stamp:
@@ -117,6 +115,15 @@ def _check_model(settings: Settings, model: str | None) -> None:
         _write_ledger(ledger, checked)
 
     _run(load)
+
+
+def _cxloop_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cxloop")
+    except PackageNotFoundError:   # run from a checkout that was not installed
+        return "source"
 
 
 def _read_ledger(path: Path) -> dict[str, str]:
