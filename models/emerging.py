@@ -43,16 +43,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.cluster.hierarchy import fcluster, linkage
-from sklearn.cluster import KMeans
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
-from sklearn.metrics import silhouette_score
-from sklearn.preprocessing import normalize
 from threadpoolctl import threadpool_limits
 
 from nlp import default_segmenter
 from nlp.segment import content_words
+
+# scikit-learn and SciPy's clustering are imported by the functions that cluster: every flow run imports
+# this module, and they cost about a second of its start that a run with nothing new does not need
 
 # Words of complaining and of agents' call notes: frequent in every kind of complaint, they name no theme.
 _NOISE_WORDS = """
@@ -126,6 +123,9 @@ def _identity(doc: list[str]) -> list[str]:
 
 
 def _lsa(x: sp.csr_matrix, dims: int, seed: int) -> np.ndarray:
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.preprocessing import normalize
+
     d = min(dims, x.shape[1] - 1, x.shape[0] - 1)
     if d < 2:
         return normalize(x.toarray().astype(np.float64))
@@ -138,6 +138,9 @@ def _choose_labels(z: np.ndarray, opts: EmergingOptions) -> np.ndarray:
     """k-means labels for the k (of a geometric range) with the best silhouette. The k are compared
     on a fixed sample of at most ``silhouette_sample`` texts; the winner's centroids then start one
     k-means over all the texts."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
     n = z.shape[0]
     k_max = min(opts.max_clusters, n // max(opts.min_size, 1), n - 1)
     if k_max < 2:
@@ -171,6 +174,9 @@ def _choose_labels(z: np.ndarray, opts: EmergingOptions) -> np.ndarray:
 def _merge_similar(x: sp.csr_matrix, labels: np.ndarray, min_similarity: float) -> np.ndarray:
     """Merge k-means clusters whose TF-IDF centroids are alike (average linkage on cosine): the
     silhouette favours fine clusters, and one theme told in different words ends up split."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from sklearn.preprocessing import normalize
+
     labels = np.unique(labels, return_inverse=True)[1].astype(np.int64)  # no empty cluster
     k = int(labels.max()) + 1
     if k < 2:
@@ -250,6 +256,9 @@ def discover_topics(ids: Sequence[str], texts: Sequence[str], tokens: Sequence[S
 
 def _discover(ids: Sequence[str], texts: Sequence[str], tokens: Sequence[Sequence[str]],
               opts: EmergingOptions) -> list[TopicCandidate]:
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+    from sklearn.preprocessing import normalize
+
     rows: dict[str, tuple[str, list[str]]] = {}
     for i in sorted(range(len(ids)), key=lambda j: (str(ids[j]), str(texts[j]))):
         rows.setdefault(str(ids[i]), (str(texts[i]), theme_words(list(tokens[i]))))

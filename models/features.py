@@ -4,15 +4,17 @@
 IDF vectors in ``weights.npz``, never pickles). The baseline sentiment model and the topic model
 both use it, so a text is featurised one way everywhere.
 
-Fitting uses scikit-learn's vectorisers. Serving (:meth:`TextFeatures.transform` and
-:meth:`TextFeatures.linear`) runs compiled kernels (:mod:`models.tfidf_kernel`): each character
+Fitting uses scikit-learn's vectorisers, made when first needed: serving a saved artifact never
+imports scikit-learn (about 1 s of every command's start, with the SciPy modules it pulls in).
+Serving (:meth:`TextFeatures.transform` and :meth:`TextFeatures.linear`) runs compiled kernels
+(:mod:`models.tfidf_kernel`): each character
 n-gram and each word is looked up in a hash table of the fitted vocabulary, counted and weighted
 per text as scikit-learn weights it (sublinear tf, idf, l2 norm), so the matrix is the one
 ``TfidfVectorizer.transform`` returns, bit for bit (``tests/test_speed.py``). The linear models
 score through :meth:`TextFeatures.linear`, which multiplies each text's weighted features by the
 model's weights as it goes, block by block, instead of building the matrix first.
 Configurations the kernels do not cover (word n-grams beyond unigrams, character n-grams longer
-than 3, binary counts, accent stripping, l1 norms) fall back to scikit-learn.
+than 3) fall back to scikit-learn.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from models.tfidf_kernel import MAX_CHAR_N, CharIndex, Weighting, WordIndex
 from nlp import default_segmenter
+
+if TYPE_CHECKING:
+    from sklearn.feature_extraction.text import TfidfVectorizer
 
 
 def word_ngrams(tokens: Sequence[str], lo: int = 1, hi: int = 2) -> list[str]:
@@ -70,14 +75,53 @@ class TextFeatures:
     """Word + character TF-IDF, stacked as one sparse matrix (words scaled by ``word_weight``)."""
 
     def __init__(self, config: FeatureConfig) -> None:
-        c = self.config = config
-        self.word_vec = TfidfVectorizer(analyzer=_WordAnalyzer(*c.word_ngrams), sublinear_tf=True,
-                                        min_df=c.min_df, max_features=c.max_word_features, dtype=np.float32)
-        self.char_vec = TfidfVectorizer(analyzer="char", ngram_range=c.char_ngrams, sublinear_tf=True,
-                                        min_df=c.min_df, max_features=c.max_char_features,
-                                        lowercase=True, dtype=np.float32)
+        self.config = config
+        self._vecs: dict[str, TfidfVectorizer] = {}   # block → scikit-learn's vectoriser, made when first needed
+        self._restored: dict[str, tuple[dict[str, int], np.ndarray]] = {}   # block → a saved (vocabulary, idf)
         self._kernels: dict[str, tuple] = {}   # block → (vocabulary, idf, compiled kernel), see _kernel()
         self._coef_split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None   # see linear()
+
+    @property
+    def word_vec(self) -> TfidfVectorizer:
+        return self._vectorizer("word")
+
+    @property
+    def char_vec(self) -> TfidfVectorizer:
+        return self._vectorizer("char")
+
+    def _vectorizer(self, which: str) -> TfidfVectorizer:
+        """scikit-learn's vectoriser of a block (``word`` or ``char``), with the restored vocabulary
+        and IDF if any: for fitting, names and configurations the kernels do not cover."""
+        vec = self._vecs.get(which)
+        if vec is None:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            c = self.config
+            if which == "word":
+                vec = TfidfVectorizer(analyzer=_WordAnalyzer(*c.word_ngrams), sublinear_tf=True,
+                                      min_df=c.min_df, max_features=c.max_word_features, dtype=np.float32)
+            else:
+                vec = TfidfVectorizer(analyzer="char", ngram_range=c.char_ngrams, sublinear_tf=True,
+                                      min_df=c.min_df, max_features=c.max_char_features,
+                                      lowercase=True, dtype=np.float32)
+            if which in self._restored:
+                vec.vocabulary, vec.idf_ = self._restored[which]
+            self._vecs[which] = vec
+        return vec
+
+    def _fitted(self, which: str) -> tuple[dict[str, int], np.ndarray] | None:
+        """(vocabulary, idf) of a block: the vectoriser's once it exists, else the restored ones;
+        None before fitting."""
+        vec = self._vecs.get(which)
+        if vec is None:
+            return self._restored.get(which)
+        return (_vocabulary(vec), vec.idf_) if hasattr(vec, "idf_") else None
+
+    def _idf(self, which: str) -> np.ndarray:
+        fitted = self._fitted(which)
+        if fitted is None:
+            raise ValueError(f"the {which} vectoriser is not fitted")
+        return fitted[1]
 
     @staticmethod
     def tokens(texts: Sequence[str], tokens: Sequence[Sequence[str]] | None) -> Sequence[Sequence[str]]:
@@ -104,8 +148,8 @@ class TextFeatures:
 
     def _split_coef(self, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._coef_split is None or self._coef_split[0] is not coef:
-            n_words = len(self.word_vec.idf_)
-            if coef.shape[1] != n_words + len(self.char_vec.idf_):
+            n_words = len(self._idf("word"))
+            if coef.shape[1] != n_words + len(self._idf("char")):
                 raise ValueError(f"coef has {coef.shape[1]} features, the vectorisers {self.size}")
             self._coef_split = (coef, np.ascontiguousarray(coef[:, :n_words].T, dtype=np.float32),
                                 np.ascontiguousarray(coef[:, n_words:].T, dtype=np.float32))
@@ -119,36 +163,35 @@ class TextFeatures:
     def _block(self, which: str, docs: Sequence, coef_t: np.ndarray | None = None) -> sp.csr_matrix | np.ndarray:
         """One block's TF-IDF matrix of ``docs`` (token lists for ``word``, texts for ``char``), or
         that matrix times ``coef_t`` when given."""
-        vec = self.word_vec if which == "word" else self.char_vec
         kernel = self._kernel(which)
         if kernel is None:   # a configuration the kernels do not cover
-            x = vec.transform(docs)
+            x = self._vectorizer(which).transform(docs)
             return x if coef_t is None else np.asarray(x @ coef_t)
         index, weighting = kernel
         if which == "char":
             docs = [_WHITE_SPACES.sub(" ", t.lower()) for t in docs]
         indptr, ids = index.ids(docs)
-        return weighting.rows(indptr, ids, len(vec.idf_)) if coef_t is None else weighting.scores(indptr, ids, coef_t)
+        return (weighting.rows(indptr, ids, len(weighting.idf)) if coef_t is None
+                else weighting.scores(indptr, ids, coef_t))
 
     def _kernel(self, which: str) -> tuple[CharIndex | WordIndex, Weighting] | None:
         """The compiled look-up and weighting of a fitted vectoriser (built once per vocabulary)."""
-        vec = self.word_vec if which == "word" else self.char_vec
-        if not hasattr(vec, "idf_"):   # not fitted, or fitted without idf
+        fitted = self._fitted(which)
+        if fitted is None:   # not fitted
             return None
-        vocab = _vocabulary(vec)
+        vocab, idf = fitted
         cached = self._kernels.get(which)
-        if cached is not None and cached[0] is vocab and cached[1] is vec.idf_:
+        if cached is not None and cached[0] is vocab and cached[1] is idf:
             return cached[2]
+        # the vectorisers are made in _vectorizer only: sublinear tf, l2 norm, float32, lower-cased
+        # characters without accent stripping or a preprocessor; what varies is the n-gram ranges
         lo, hi = self.config.char_ngrams
-        covered = (not vec.binary and vec.norm in ("l2", None) and vec.dtype == np.float32 and (
-            self.config.word_ngrams == (1, 1) if which == "word" else
-            (1 <= lo <= hi <= MAX_CHAR_N and vec.analyzer == "char" and vec.lowercase and not vec.strip_accents
-             and vec.preprocessor is None)))
+        covered = self.config.word_ngrams == (1, 1) if which == "word" else 1 <= lo <= hi <= MAX_CHAR_N
         kernel = None
         if covered:
             index = WordIndex(vocab) if which == "word" else CharIndex(vocab, lo, hi)
-            kernel = (index, Weighting(vec.idf_, vec.sublinear_tf, vec.norm == "l2"))
-        self._kernels[which] = (vocab, vec.idf_, kernel)
+            kernel = (index, Weighting(idf, True, True))
+        self._kernels[which] = (vocab, idf, kernel)
         return kernel
 
     def _stack(self, words: sp.spmatrix, chars: sp.spmatrix) -> sp.csr_matrix:
@@ -156,7 +199,7 @@ class TextFeatures:
 
     @property
     def size(self) -> int:
-        return len(self.word_vec.idf_) + len(self.char_vec.idf_)
+        return len(self._idf("word")) + len(self._idf("char"))
 
     def names(self) -> list[str]:
         return list(self.word_vec.get_feature_names_out()) + list(self.char_vec.get_feature_names_out())
@@ -171,9 +214,9 @@ class TextFeatures:
 
     def restore(self, doc: dict, arrays: dict[str, np.ndarray]) -> None:
         """Set vocabularies and IDF from a saved artifact; ``ValueError`` if they do not fit."""
-        for vec, vocab, idf in ((self.word_vec, doc["word_vocab"], arrays["word_idf"]),
-                                (self.char_vec, doc["char_vocab"], arrays["char_idf"])):
+        for which, vocab, idf in (("word", doc["word_vocab"], arrays["word_idf"]),
+                                  ("char", doc["char_vocab"], arrays["char_idf"])):
             if len(vocab) != len(idf):
                 raise ValueError("vocabulary and IDF sizes differ")
-            vec.vocabulary = dict(zip(vocab, range(len(vocab)), strict=True))
-            vec.idf_ = idf
+            self._restored[which] = (dict(zip(vocab, range(len(vocab)), strict=True)), idf)
+            self._vecs.pop(which, None)   # made again, with these, when needed

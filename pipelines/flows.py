@@ -16,7 +16,6 @@ from pathlib import Path
 from prefect import flow
 
 from models.registry import KIND_SHIPPED, KINDS, SHIPPED, SHIPPED_DIR, model_version_of, promote, resolve_model
-from models.train import TrainOptions, train_sentiment_baseline
 from pipelines.config import Settings
 from pipelines.emerging import suggest_topics_flow
 from pipelines.enrich import enrich_flow
@@ -156,6 +155,7 @@ def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: s
             result = train_sentiment_ensemble(members, settings.models_dir, settings.cache_dir, log=log.info,
                                               data_dir=data_dir, compare_with=current_dir, cascade_tolerance=tolerance)
         else:
+            from models.train import TrainOptions, train_sentiment_baseline
             result = train_sentiment_baseline(TrainOptions(data_dir=data_dir, max_rows=max_rows),
                                               settings.models_dir, log=log.info, compare_with=current_dir,
                                               cache_root=settings.cache_dir)

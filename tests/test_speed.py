@@ -75,6 +75,20 @@ def test_fast_tfidf_is_scikit_learns_matrix(sample_texts: list[str], which: str)
     assert empty.shape == (0, slow.shape[1])
 
 
+def test_serving_and_the_main_jobs_flows_import_no_scikit_learn() -> None:
+    """scikit-learn (with the SciPy modules it pulls in) costs about a second of every process's start:
+    the flows and scoring with saved models never import it; fitting and topic discovery do."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import pipelines.flows; from models.predict import Analyzer; "
+            "a = Analyzer.load('baseline'); a.analyze(['快递很快，但是客服态度太差了', '好评']); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'pandas')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout[-2000:]
+
+
 def test_compiled_tfidf_of_a_freshly_fitted_vocabulary_is_scikit_learns(sample_texts: list[str]) -> None:
     """A vocabulary scikit-learn just fitted (ids in alphabetical order, not insertion order), texts
     with words and n-grams it never saw, astral and odd characters: the kernels' matrix and scores
