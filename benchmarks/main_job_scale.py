@@ -9,7 +9,9 @@ a fresh ``CXLOOP_HOME`` as an operator would start it: a new process, Prefect's 
 ingest → enrich → pain points → alerts → backlog → verify → report → topic suggestions. Then the same
 command again with nothing new. Measured from outside: wall time, and peak memory of the whole
 process tree (the CLI, its enrich workers, the temporary Prefect server), sampled every 100 ms as the
-sum of each process's PSS; from the warehouse's ``runs`` table, the seconds of each flow. Growth is
+sum of each process's PSS; from the warehouse's ``runs`` table, the seconds of each flow; from Prefect's
+log lines, where the wall time went (start-up and checks, Prefect's temporary API, the flow runs,
+stopping: :func:`phases`). Growth is
 the time per row at the largest size ÷ at the smallest (1.00 = linear). JSON goes to
 ``benchmarks/results/main_job_scale.json``; exit status 2 when the data file is missing.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,9 +51,10 @@ def _tree(pid: int) -> list[int]:
 
 
 def run_measured(cmd: list[str], env: dict[str, str],
-                 samples: list[tuple[float, int]] | None = None) -> tuple[float, float, int]:
-    """(seconds, peak MiB of the process tree, exit status) of ``cmd``; ``samples`` receives
-    (epoch seconds, KiB) every 100 ms."""
+                 samples: list[tuple[float, int]] | None = None) -> tuple[float, float, int, dict[str, float] | None]:
+    """(seconds, peak MiB of the process tree, exit status, :func:`phases`) of ``cmd``; ``samples``
+    receives (epoch seconds, KiB) every 100 ms."""
+    started = time.time()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = 0
@@ -72,7 +76,32 @@ def run_measured(cmd: list[str], env: dict[str, str],
     sampler.join()
     if proc.returncode:
         print(stderr[-3000:], file=sys.stderr)
-    return seconds, peak / 1024, proc.returncode
+    return seconds, peak / 1024, proc.returncode, phases(stderr, started, started + seconds)
+
+
+_LOG_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) \| \w+\s*\| (.*)$", re.MULTILINE)
+
+
+def phases(log: str, started: float, ended: float) -> dict[str, float] | None:
+    """Where a ``cxloop run``'s wall time went, from Prefect's log lines (local times of day): starting
+    Python, importing and cxloop's checks until Prefect starts its temporary API; the API's start until
+    the first flow run begins; the flow runs (their work and Prefect's bookkeeping) until the API is
+    stopped; stopping it and exiting. None without a temporary API (``PREFECT_API_URL`` set)."""
+    day = time.mktime(time.localtime(started)[:3] + (0, 0, 0, 0, 0, -1))
+    marks: dict[str, float] = {}
+    for m in _LOG_TIME.finditer(log):
+        at = day + int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3]) + int(m[4]) / 1000
+        if at < started - 43_200:   # after midnight
+            at += 86_400
+        for key, text in (("api", "Starting temporary server"), ("flows", "Beginning flow run"),
+                          ("stop", "Stopping temporary server")):
+            if text in m[5] and key not in marks:
+                marks[key] = at
+    if marks.keys() != {"api", "flows", "stop"}:
+        return None
+    return {"start_and_checks_s": round(marks["api"] - started, 2),
+            "prefect_api_start_s": round(marks["flows"] - marks["api"], 2),
+            "flow_runs_s": round(marks["stop"] - marks["flows"], 2), "stop_s": round(ended - marks["stop"], 2)}
 
 
 def finished_runs(db: Path) -> list[tuple[str, float, float]]:
@@ -141,13 +170,14 @@ def main(argv: list[str] | None = None) -> int:
                "peak_rss_mib": round(first[1]), "flows_s": flows, "flows_peak_mib": peaks,
                "rerun_seconds": round(again[0], 1),
                "rerun_peak_rss_mib": round(again[1]), "rerun_flow_work_s": rerun_work,
-               "rerun_flows_s": rerun_flows,
+               "rerun_flows_s": rerun_flows, "phases": first[3], "rerun_phases": again[3],
                "exit": [first[2], again[2]], "load1": round(os.getloadavg()[0], 2)}
         runs.append(rec)
         print(f"{n:>9,} rows: {first[0]:7.1f} s ({n / first[0]:,.0f} rows/s), peak {first[1]:,.0f} MiB; "
               f"flows {flows}, peak MiB {peaks}; "
               f"re-run {again[0]:.1f} s wall, {rerun_work:.2f} s in flows {rerun_flows}, "
-              f"peak {again[1]:,.0f} MiB; load {rec['load1']}", flush=True)
+              f"peak {again[1]:,.0f} MiB; load {rec['load1']}\n"
+              f"           wall time, first run: {first[3]}; re-run: {again[3]}", flush=True)
         shutil.rmtree(tmp, ignore_errors=True)
         if first[2] or again[2]:
             return 1
