@@ -19,6 +19,7 @@ print one line naming the culprit and exit with status 1.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -128,8 +129,6 @@ def _cxloop_version() -> str:
 
 def _read_ledger(path: Path) -> dict[str, str]:
     """The models checked before (``_check_model``); an unreadable ledger is an empty one."""
-    import json
-
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -140,8 +139,6 @@ def _read_ledger(path: Path) -> dict[str, str]:
 def _write_ledger(path: Path, checked: dict[str, str]) -> None:
     """Write the ledger whole (a temporary file renamed over it); a cache folder that cannot be
     written only means the next run checks again."""
-    import json
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
