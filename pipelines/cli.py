@@ -35,6 +35,7 @@ from rich.table import Table
 from nlp import segmenter_engine
 from pipelines.config import Settings, prepare_prefect_env
 from pipelines.distributed import cluster_settings
+from pipelines.temporary_api import TemporaryAPI, TemporaryAPIError
 from pipelines.warehouse import duckdb_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="cxloop: close the customer-experience loop.")
@@ -61,7 +62,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pipelines.warehouse import WarehouseError
 
     return (SourceError, TaxonomyError, ModelLoadError, WarehouseError, DataMissingError, BaseModelError,
-            ClusterConfigError, SegmenterError)
+            ClusterConfigError, SegmenterError, TemporaryAPIError)
 
 
 def _run(fn: Callable[[], Any]) -> Any:
@@ -73,7 +74,9 @@ def _run(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(1) from None
 
 
-def _settings(home: Path | None, db: str | None, taxonomy: Path | None = None) -> Settings:
+def _settings(home: Path | None, db: str | None, taxonomy: Path | None = None, flows: bool = False) -> Settings:
+    """The command's settings, checked; ``flows``: the command runs flows, so Prefect's temporary API
+    (when no server is configured) starts now, while the command imports and checks the rest."""
     settings = Settings.resolve(home, db, taxonomy)
     prepare_prefect_env(settings)
     if taxonomy:  # flows resolve their settings again: the environment carries the choice to them
@@ -83,7 +86,50 @@ def _settings(home: Path | None, db: str | None, taxonomy: Path | None = None) -
     _run(cluster_settings)  # so does a bad CXLOOP_DASK_* setting
     _run(segmenter_engine)  # … or CXLOOP_SEGMENTER
     _run(duckdb_config)  # … or CXLOOP_DB_MEMORY
+    if flows:
+        _launch_api()
     return settings
+
+
+_api: TemporaryAPI | None = None   # this command's temporary Prefect API (pipelines.temporary_api)
+
+
+def _launch_api() -> None:
+    global _api
+    if _api is None:
+        _api = TemporaryAPI.launch()
+
+
+@contextmanager
+def _flow_api() -> Iterator[None]:
+    """Flows run inside on the temporary API this command launched (waited for here); with a
+    configured server, or when none was launched, as Prefect decides."""
+    if _api is None:
+        yield
+        return
+    if not _api.ready:
+        _warm_up_flows()
+    _run(_api.wait_ready)
+    with _api.serving():
+        yield
+
+
+def _warm_up_flows() -> None:
+    """What the first flow run would load, loaded while the temporary API is still starting instead
+    of after it: Prefect's flow and task engines, and what DuckDB imports when it is first handed
+    Arrow data (about 0.4 s in all)."""
+    import prefect.flow_engine  # noqa: F401
+    import prefect.task_engine  # noqa: F401
+
+    from pipelines.warehouse import warm_up_arrow
+
+    warm_up_arrow()
+
+
+def _flows(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``, which runs flows (see :func:`_flow_api`); a user error is one line (:func:`_run`)."""
+    with _flow_api():
+        return _run(fn)
 
 
 def _check_model(settings: Settings, model: str | None) -> None:
@@ -173,26 +219,11 @@ def _progress() -> Progress:
 
 
 def _with_progress(fn: Callable[[], Any]) -> Any:
+    """:func:`_flows` with a progress bar per stage."""
     from pipelines import progress
 
-    with _progress() as bar, progress.reporting(RichReporter(bar)), _no_heartbeats_on_temporary_server():
-        return _run(fn)
-
-
-@contextmanager
-def _no_heartbeats_on_temporary_server() -> Iterator[None]:
-    """Flow runs on Prefect's temporary server (no ``PREFECT_API_URL``) send no heartbeats. Prefect
-    sends them so that a server can mark a run whose process died as crashed; a temporary server dies
-    with the process. Each flow and subflow runs a heartbeat thread that sleeps a second at a time
-    and is joined when its flow ends: up to a second per flow, 5 of the 22 s a ``cxloop run`` with
-    nothing new took. Against a real server they stay on."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
-
-    if get_current_settings().api.url:
-        yield
-        return
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
+    with _progress() as bar, progress.reporting(RichReporter(bar)):
+        return _flows(fn)
 
 
 def _columns(text_col: str | None, id_col: str | None, time_col: str | None, channel_col: str | None,
@@ -237,7 +268,7 @@ def run(paths: Annotated[list[Path] | None, typer.Argument(help="Files or folder
         home: HomeOpt = None, db: DbOpt = None, taxonomy: TaxOpt = None, model: ModelOpt = None,
         top: Annotated[int, typer.Option(help="Pain points to put in the backlog per run.")] = 10) -> None:
     """The main job: ingest → enrich → pain points → backlog."""
-    settings = _settings(home, db, taxonomy)
+    settings = _settings(home, db, taxonomy, flows=True)
     from pipelines.flows import cx_loop_flow
     from pipelines.ingest import check_inputs
     from pipelines.records import ColumnMap
@@ -275,7 +306,7 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files or folders to
            product_col: ProductCol = None, customer_col: CustomerCol = None, rating_col: RatingCol = None,
            nps_col: NpsCol = None) -> None:
     """Ingest CSV, JSONL, Parquet or Excel files (a file or a folder) into the warehouse."""
-    settings = _settings(home, db)
+    settings = _settings(home, db, flows=True)
     from pipelines.ingest import check_inputs, ingest_flow
     from pipelines.records import ColumnMap
 
@@ -291,7 +322,7 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="Files or folders to
 @app.command()
 def enrich(home: HomeOpt = None, db: DbOpt = None, taxonomy: TaxOpt = None, model: ModelOpt = None) -> None:
     """Score every stored row that lacks NLP for the current model version."""
-    settings = _settings(home, db, taxonomy)
+    settings = _settings(home, db, taxonomy, flows=True)
     _check_model(settings, model)
     from pipelines.enrich import enrich_flow
 
@@ -351,7 +382,7 @@ def _register_loop_commands() -> None:
     """backlog list|show|assign|set-status|note, alerts, verify, drivers (pipelines/cli_loop.py)."""
     from pipelines.cli_loop import register
 
-    register(app, _run, lambda home, db: _settings(home, db))
+    register(app, _run, _settings, _flows)
 
 
 _register_loop_commands()
@@ -450,10 +481,10 @@ def train_sentiment(model: Annotated[str, typer.Option("--model", help="baseline
                     home: HomeOpt = None, db: DbOpt = None) -> None:
     """Train a sentiment model on the shared data; evaluate on test; promote if better on dev."""
     from models.registry import KINDS
-    settings = _settings(home, db)
     if model not in KINDS:
         err.print(f"[bold red]error:[/] unknown model kind {model!r} (available: {', '.join(KINDS)})")
         raise typer.Exit(1)
+    settings = _settings(home, db, flows=True)
     from models.data import shared_data_dir
     from pipelines.flows import train_flow, transformer_option_problem
 
@@ -462,7 +493,7 @@ def train_sentiment(model: Annotated[str, typer.Option("--model", help="baseline
         err.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     data_dir = str(_run(lambda: shared_data_dir(data)))
-    r = _run(lambda: train_flow(kind=model, data_dir=data_dir, max_rows=max_rows, db=str(settings.db_path),
+    r = _flows(lambda: train_flow(kind=model, data_dir=data_dir, max_rows=max_rows, db=str(settings.db_path),
                                 home=str(settings.home), promote_if_better=promote, ship=ship, base=base,
                                 epochs=epochs, layers=layers, teacher=teacher, cascade=cascade,
                                 cascade_tolerance=cascade_tolerance))
@@ -484,15 +515,15 @@ def train_topics(model: Annotated[str, typer.Option("--model", help="Topic model
     """Train the topic model on the aspect sets (mapped onto the taxonomy) and weak labels; evaluate
     topic F1 and per-topic sentiment on test; promote if better on dev."""
     from pipelines.flows import TOPIC_KINDS
-    settings = _settings(home, db, taxonomy)
     if model not in TOPIC_KINDS:
         err.print(f"[bold red]error:[/] unknown topic model kind {model!r} (available: {', '.join(TOPIC_KINDS)})")
         raise typer.Exit(1)
+    settings = _settings(home, db, taxonomy, flows=True)
     from models.data import shared_data_dir
     from pipelines.flows import train_flow
 
     data_dir = str(_run(lambda: shared_data_dir(data)))
-    r = _run(lambda: train_flow(task_name="topics", kind=model, data_dir=data_dir, max_rows=max_rows,
+    r = _flows(lambda: train_flow(task_name="topics", kind=model, data_dir=data_dir, max_rows=max_rows,
                                 db=str(settings.db_path), home=str(settings.home), promote_if_better=promote,
                                 ship=ship))
     scores = "; ".join(f"{d} micro-F1 {v['micro_f1']:.4f}" for d, v in r["test"].items())

@@ -50,10 +50,12 @@ def _parse_when(value: str | None, what: str) -> datetime | None:
         raise BacklogError(f"{what} {value!r} is not a date (YYYY-MM-DD or 'YYYY-MM-DD HH:MM')") from None
 
 
-def register(app: typer.Typer, run: Callable[[Callable[[], Any]], Any],
-             settings_for: Callable[[Path | None, str | None], Settings]) -> None:
+def register(app: typer.Typer, run: Callable[[Callable[[], Any]], Any], settings_for: Callable[..., Settings],
+             flows: Callable[[Callable[[], Any]], Any]) -> None:
     """Add the loop's commands to ``app``. ``run`` turns user errors into one ``error:`` line;
-    ``settings_for`` prepares settings (and Prefect's environment) from ``--home``/``--db``."""
+    ``settings_for(home, db, flows=False)`` prepares settings (and Prefect's environment) from
+    ``--home``/``--db`` (``flows=True``: for a command that runs flows, see ``pipelines.cli._settings``);
+    ``flows`` is ``run`` for a function that runs flows."""
 
     def guarded(fn: Callable[[], Any]) -> Any:
         from pipelines.backlog import BacklogError
@@ -167,10 +169,10 @@ def register(app: typer.Typer, run: Callable[[Callable[[], Any]], Any],
     @app.command()
     def verify(home: HomeOpt = None, db: DbOpt = None) -> None:
         """Verify resolved backlog items now: verified, reopened or still waiting for data."""
-        settings = settings_for(home, db)
+        settings = settings_for(home, db, flows=True)
         from pipelines.verify import verify_flow
 
-        r = guarded(lambda: verify_flow(db=str(settings.db_path), home=str(settings.home)))
+        r = guarded(lambda: flows(lambda: verify_flow(db=str(settings.db_path), home=str(settings.home))))
         console.print(f"verify: {r['checked']} checked: {r['verified']} verified, {r['reopened']} reopened, "
                       f"{r['waiting']} waiting, {r['still_verified']} still verified")
         show_backlog(guarded, wh(home, db), None, only_checked=True)

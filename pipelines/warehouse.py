@@ -253,6 +253,18 @@ def duckdb_config() -> dict[str, str]:
     return {"memory_limit": raw}
 
 
+def warm_up_arrow() -> None:
+    """Do now what DuckDB does the first time a process hands it Arrow data: import pandas and
+    ``pyarrow.dataset`` (about 0.25 s), for a caller that is waiting anyway (``pipelines.cli``,
+    while Prefect's temporary API starts)."""
+    con = duckdb.connect()
+    try:
+        con.register("_cx_warm_up", pa.table({"x": [1]}))
+        con.execute("SELECT count(*) FROM _cx_warm_up").fetchone()
+    finally:
+        con.close()
+
+
 def cap_memory(con: duckdb.DuckDBPyConnection, limit: str) -> None:
     """Lower the memory limit of ``con``'s database to ``limit`` for as long as it is open, unless it is
     already lower (``CXLOOP_DB_MEMORY`` is never raised). For a connection that only scans: DuckDB keeps

@@ -54,20 +54,3 @@ def test_predict_keeps_input_columns_and_adds_predictions(tmp_path: Path, home: 
     assert {r["sentiment"] for r in rows} <= {"neg", "neu", "pos"}
     assert sum(r["sentiment"] == "neg" for r in rows) > 50
     assert not (home / "cx.duckdb").exists()
-
-
-def test_flows_on_the_temporary_server_send_no_heartbeats() -> None:
-    """Prefect's heartbeat thread sleeps a second at a time and is joined when each flow ends: a
-    temporary server (no ``PREFECT_API_URL``) has no use for them; a real server keeps them."""
-    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
-
-    from pipelines.cli import _no_heartbeats_on_temporary_server
-
-    default = get_current_settings().flows.heartbeat_frequency
-    assert default
-    with temporary_settings(updates={PREFECT_API_URL: None}), _no_heartbeats_on_temporary_server():
-        assert get_current_settings().flows.heartbeat_frequency is None
-    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}), \
-            _no_heartbeats_on_temporary_server():
-        assert get_current_settings().flows.heartbeat_frequency == default
-    assert get_current_settings().flows.heartbeat_frequency == default
