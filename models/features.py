@@ -7,7 +7,7 @@ both use it, so a text is featurised one way everywhere.
 Fitting uses scikit-learn's vectorisers, made when first needed: serving a saved artifact never
 imports scikit-learn (about 1 s of every command's start, with the SciPy modules it pulls in).
 Serving (:meth:`TextFeatures.transform` and :meth:`TextFeatures.linear`) runs compiled kernels
-(:mod:`models.tfidf_kernel`): each character
+(:mod:`models.tfidf_kernel`, imported when a model first scores): each character
 n-gram and each word is looked up in a hash table of the fitted vocabulary, counted and weighted
 per text as scikit-learn weights it (sublinear tf, idf, l2 norm), so the matrix is the one
 ``TfidfVectorizer.transform`` returns, bit for bit (``tests/test_speed.py``). The linear models
@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from models.tfidf_kernel import MAX_CHAR_N, CharIndex, Weighting, WordIndex
 from nlp import default_segmenter
 
 if TYPE_CHECKING:
     from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from models.tfidf_kernel import CharIndex, Weighting, WordIndex
 
 
 def word_ngrams(tokens: Sequence[str], lo: int = 1, hi: int = 2) -> list[str]:
@@ -175,7 +176,10 @@ class TextFeatures:
                 else weighting.scores(indptr, ids, coef_t))
 
     def _kernel(self, which: str) -> tuple[CharIndex | WordIndex, Weighting] | None:
-        """The compiled look-up and weighting of a fitted vectoriser (built once per vocabulary)."""
+        """The compiled look-up and weighting of a fitted vectoriser (built once per vocabulary;
+        numba is imported here, when a model first scores, not by every process that imports one)."""
+        from models.tfidf_kernel import MAX_CHAR_N, CharIndex, Weighting, WordIndex
+
         fitted = self._fitted(which)
         if fitted is None:   # not fitted
             return None

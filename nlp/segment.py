@@ -38,7 +38,6 @@ import jieba
 import numpy as np
 
 from nlp.codepoints import packed_words
-from nlp.keyword_rank import top_words
 
 _RESOURCES = resources.files("nlp") / "resources"
 _TOKEN_OK_RE = re.compile(r"[\u4e00-\u9fffA-Za-z]")
@@ -251,7 +250,10 @@ def keywords_many(docs: Sequence[Sequence[str]], k: int = 5) -> list[list[str]]:
     """Top ``k`` keywords of each tokenised text by TF × IDF: its distinct content words ordered by
     ``(−count × idf, word)``. The words' weights come from the memo (one C-level look-up each, the
     rare new word through :func:`_keyword_idf`); counting and ranking run compiled, for the whole
-    batch at once (:func:`nlp.keyword_rank.top_words`)."""
+    batch at once (:func:`nlp.keyword_rank.top_words`; numba is imported with it, here, so that a
+    process that computes no keywords, such as a ``cxloop run`` with nothing new, does not load it)."""
+    from nlp.keyword_rank import top_words
+
     words = packed_words(docs)
     flat = words.flat
     weights = np.fromiter(map(_KEYWORD_IDF.get, flat, repeat(math.nan)), np.float64, len(flat))
