@@ -104,6 +104,9 @@ def _launch_api() -> None:
 def _flow_api() -> Iterator[None]:
     """Flows run inside on the temporary API this command launched (waited for here); with a
     configured server, or when none was launched, as Prefect decides."""
+    global _api
+    if _api is not None and not _api.ready and not _api.confirm():
+        _api = None   # Prefect's settings name a server (or forbid a temporary one)
     if _api is None:
         yield
         return

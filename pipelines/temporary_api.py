@@ -8,14 +8,15 @@ subprocess to answer (3.5 s more), and nothing else happens meanwhile: about hal
 ``cxloop run`` with nothing new to do.
 
 :meth:`TemporaryAPI.launch` runs the same server command as soon as a command knows it will run
-flows, without importing the server package here; the command imports its flows and checks its
-inputs and model while the server starts on the other core. :meth:`TemporaryAPI.serving` waits
-until it answers and runs the flows against it as their ``PREFECT_API_URL`` (a temporary setting,
-with no heartbeats: they let a server mark a run whose process died as crashed, and this server dies
-with the process; each flow's heartbeat thread cost up to a second when its flow ended). It stops at
-exit, after Prefect has sent its last logs, as Prefect's own temporary server does. A configured
-server (``PREFECT_API_URL``, in the environment or a Prefect profile) or a profile that forbids the
-temporary one is left to Prefect: :meth:`launch` returns ``None``.
+flows, before this process imports Prefect and without importing the server package here; the
+command imports its flows and checks its inputs and model while the server starts on the other
+core. :meth:`TemporaryAPI.serving` waits until it answers and runs the flows against it as their
+``PREFECT_API_URL`` (a temporary setting, with no heartbeats: they let a server mark a run whose
+process died as crashed, and this server dies with the process; each flow's heartbeat thread cost
+up to a second when its flow ended). It stops at exit, after Prefect has sent its last logs, as
+Prefect's own temporary server does. A configured server (``PREFECT_API_URL``, in the environment
+or in Prefect's settings files) or settings that forbid the temporary one are left to Prefect:
+:meth:`launch` returns ``None``, or :meth:`confirm` stops the server it launched before a flow runs.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 POLL_SECONDS = 0.05
+DEFAULT_STARTUP_TIMEOUT = 20.0   # Prefect's PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS default (see confirm)
 PORT_IN_USE = 3   # uvicorn's exit status when its port was taken in between (Prefect picks another)
 
 
@@ -84,21 +86,32 @@ class TemporaryAPI:
 
     @classmethod
     def launch(cls) -> TemporaryAPI | None:
-        """Start the server Prefect would start for this process's flows, or ``None`` where Prefect
-        would use a configured server (or refuse to start a temporary one)."""
+        """Start the server Prefect would start for this process's flows, or ``None`` when
+        ``PREFECT_API_URL`` is in the environment. Prefect's settings are not read yet (importing
+        Prefect takes most of a second): :meth:`confirm` reads them before any flow runs and stops
+        this server where they name a server (a Prefect profile, a ``.env`` or ``prefect.toml``) or
+        forbid a temporary one. The server reads the same environment and profile, and the settings
+        Prefect gives its temporary server (no UI; "ephemeral" mode)."""
+        if os.environ.get("PREFECT_API_URL", "").strip():
+            return None
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+               "PREFECT__SERVER_FINAL": "1"}
+        api = cls(env, DEFAULT_STARTUP_TIMEOUT)
+        api._spawn()
+        atexit.register(api.stop)
+        return api
+
+    def confirm(self) -> bool:
+        """Whether Prefect's settings let this server run the flows (no server configured, temporary
+        servers allowed); if not, it is stopped now and Prefect does as it would have."""
         from prefect.settings import get_current_settings
 
         settings = get_current_settings()
         if settings.api.url or not settings.server.ephemeral.enabled:
-            return None
-        # the server reads the same settings: those set here (the environment, the profile), and
-        # those Prefect sets for its temporary server (no UI; "ephemeral" mode)
-        env = {**os.environ, **settings.to_environment_variables(exclude_unset=True),
-               "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-        api = cls(env, float(settings.server.ephemeral.startup_timeout_seconds))
-        api._spawn()
-        atexit.register(api.stop)
-        return api
+            self.stop()
+            return False
+        self.startup_timeout = float(settings.server.ephemeral.startup_timeout_seconds)
+        return True
 
     def _spawn(self) -> None:
         self.port = _free_port()
@@ -113,7 +126,7 @@ class TemporaryAPI:
         """Block until the server answers its health check (at most the startup timeout)."""
         if self.ready:
             return
-        assert self.process is not None, "wait_ready before launch"
+        assert self.process is not None, "wait_ready before launch, or after stop"
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             code = self.process.poll()

@@ -28,6 +28,7 @@ def probe() -> dict:
     return {"api": s.api.url, "heartbeat": s.flows.heartbeat_frequency, "ui": s.ui_url}
 
 api = TemporaryAPI.launch()
+assert api.confirm()
 with api.serving():
     seen = probe()
 req = urllib.request.Request(api.api_url + "/flow_runs/count", data=b"{}", method="POST",
@@ -65,11 +66,20 @@ def test_flows_run_on_the_launched_server_without_heartbeats_or_ui_links(tmp_pat
         urllib.request.urlopen(out["url"] + "/health", timeout=2)
 
 
-def test_a_configured_server_is_left_to_prefect() -> None:
+def test_a_configured_server_is_left_to_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PREFECT_API_URL`` in the environment: nothing is launched. In Prefect's settings (a profile,
+    a ``.env``): the server launched before they were read is stopped before any flow runs."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    assert TemporaryAPI.launch() is None
+    monkeypatch.delenv("PREFECT_API_URL")
+    api = TemporaryAPI.launch()
+    assert api is not None and api.process is not None
+    process = api.process
     with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
-        assert TemporaryAPI.launch() is None
+        assert not api.confirm()
+    assert api.process is None and process.wait(timeout=10) is not None
 
 
 def test_a_server_that_dies_before_answering_is_one_actionable_error() -> None:
