@@ -87,17 +87,19 @@ def _settings(home: Path | None, db: str | None, taxonomy: Path | None = None, f
     _run(segmenter_engine)  # … or CXLOOP_SEGMENTER
     _run(duckdb_config)  # … or CXLOOP_DB_MEMORY
     if flows:
-        _launch_api()
+        _launch_api(settings)
     return settings
 
 
 _api: TemporaryAPI | None = None   # this command's temporary Prefect API (pipelines.temporary_api)
 
 
-def _launch_api() -> None:
+def _launch_api(settings: Settings) -> None:
+    """Launch the temporary API (see :mod:`pipelines.temporary_api`); its migrated empty database is
+    kept in the cache folder (``CXLOOP_CACHE``, or ``HOME/cache``) for the next new Prefect home."""
     global _api
     if _api is None:
-        _api = TemporaryAPI.launch()
+        _api = TemporaryAPI.launch(templates=settings.cache_dir)
 
 
 @contextmanager

@@ -105,7 +105,9 @@ class Settings:
 
     @property
     def cache_dir(self) -> Path:
-        """Converted base encoders for transformer models: ``CXLOOP_CACHE`` or ``<home>/cache``."""
+        """Converted base encoders and ONNX exports for transformer models, and the migrated empty
+        database a new Prefect home starts from (``pipelines.temporary_api``): ``CXLOOP_CACHE`` or
+        ``<home>/cache``."""
         env = os.environ.get("CXLOOP_CACHE")
         return Path(env).expanduser().resolve() if env else self.home / "cache"
 

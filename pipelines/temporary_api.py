@@ -28,6 +28,7 @@ import importlib.util
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -65,6 +66,40 @@ def _prefect_site() -> str:
     return str(Path(next(iter(spec.submodule_search_locations))).parent)
 
 
+def _default_database() -> Path | None:
+    """The temporary server's database file when the environment leaves it at Prefect's default
+    (``PREFECT_HOME/prefect.db``); None when it names another database."""
+    if any(k.startswith(("PREFECT_API_DATABASE_", "PREFECT_SERVER_DATABASE_")) for k in os.environ):
+        return None
+    return Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser() / "prefect.db"
+
+
+def _template_path(folder: Path) -> Path:
+    """Where a migrated, empty database of this Prefect version is kept (:meth:`TemporaryAPI.launch`)."""
+    from importlib.metadata import version
+
+    return folder / f"prefect-{version('prefect')}-temporary-api.db"
+
+
+def _copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite database (SQLite's online backup: safe while a server uses it),
+    written beside ``target`` and renamed over it, so a reader never sees half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        dst = sqlite3.connect(tmp)
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode = DELETE")   # one file, no -wal beside it (Prefect sets WAL again)
+        finally:
+            dst.close()
+        os.replace(tmp, target)
+    finally:
+        src.close()
+        tmp.unlink(missing_ok=True)
+
+
 class TemporaryAPI:
     """One temporary Prefect API server (a subprocess) for this command."""
 
@@ -75,6 +110,8 @@ class TemporaryAPI:
         self.process: subprocess.Popen[bytes] | None = None
         self.launched_at = 0.0
         self.ready = False
+        self.database: Path | None = None   # a new database this server creates, to keep as the template …
+        self.template: Path | None = None   # … here, once it is migrated and before any flow ran
 
     @property
     def address(self) -> str:
@@ -85,18 +122,34 @@ class TemporaryAPI:
         return f"{self.address}/api"
 
     @classmethod
-    def launch(cls) -> TemporaryAPI | None:
+    def launch(cls, templates: Path | None = None) -> TemporaryAPI | None:
         """Start the server Prefect would start for this process's flows, or ``None`` when
         ``PREFECT_API_URL`` is in the environment. Prefect's settings are not read yet (importing
         Prefect takes most of a second): :meth:`confirm` reads them before any flow runs and stops
         this server where they name a server (a Prefect profile, a ``.env`` or ``prefect.toml``) or
         forbid a temporary one. The server reads the same environment and profile, and the settings
-        Prefect gives its temporary server (no UI; "ephemeral" mode)."""
+        Prefect gives its temporary server (no UI; "ephemeral" mode).
+
+        ``templates``: a folder for a migrated, empty database. A server that starts on a new
+        ``PREFECT_HOME`` spends about 6 s migrating its database from nothing; the first one to do it
+        leaves a copy there (taken when it answers, before any flow ran: the schema and Prefect's
+        built-in block types, no run of anybody's), and a later one on a new home starts from that
+        copy. Prefect still migrates it on start if it is behind."""
         if os.environ.get("PREFECT_API_URL", "").strip():
             return None
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                "PREFECT__SERVER_FINAL": "1"}
         api = cls(env, DEFAULT_STARTUP_TIMEOUT)
+        database = _default_database()
+        if templates is not None and database is not None and not database.exists():
+            template = _template_path(templates)
+            try:
+                if template.is_file():
+                    _copy_database(template, database)
+                else:
+                    api.database, api.template = database, template
+            except (OSError, sqlite3.Error):   # no template, or none kept: only slower
+                pass
         api._spawn()
         atexit.register(api.stop)
         return api
@@ -111,6 +164,9 @@ class TemporaryAPI:
             self.stop()
             return False
         self.startup_timeout = float(settings.server.ephemeral.startup_timeout_seconds)
+        url = settings.server.database.connection_url
+        if url is None or url.get_secret_value() != f"sqlite+aiosqlite:///{self.database}":
+            self.template = None   # a profile moved the database: not the file to keep
         return True
 
     def _spawn(self) -> None:
@@ -141,6 +197,7 @@ class TemporaryAPI:
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=1) as response:
                     if response.status == 200:
                         self.ready = True
+                        self._keep_template()
                         return
             except (urllib.error.URLError, OSError):
                 pass
@@ -149,6 +206,14 @@ class TemporaryAPI:
             f"Prefect's temporary API server did not answer on {self.address} within "
             f"{self.startup_timeout:g} s: raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS on a slow "
             "machine, or set PREFECT_API_URL to a running Prefect server")
+
+    def _keep_template(self) -> None:
+        """Copy the database this server just created (migrated, no flow run yet) as the template."""
+        template, self.template = self.template, None
+        if template is None or self.database is None or template.exists():
+            return
+        with contextlib.suppress(OSError, sqlite3.Error):   # the next new home migrates from nothing
+            _copy_database(self.database, template)
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[None]:

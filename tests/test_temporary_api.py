@@ -17,7 +17,8 @@ from pipelines.temporary_api import TemporaryAPI, TemporaryAPIError
 ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
-import json, urllib.request
+import json, os, urllib.request
+from pathlib import Path
 from prefect import flow
 from prefect.settings import get_current_settings
 from pipelines.temporary_api import TemporaryAPI
@@ -27,7 +28,9 @@ def probe() -> dict:
     s = get_current_settings()
     return {"api": s.api.url, "heartbeat": s.flows.heartbeat_frequency, "ui": s.ui_url}
 
-api = TemporaryAPI.launch()
+templates = os.environ.get("PROBE_TEMPLATES")
+api = TemporaryAPI.launch(Path(templates) if templates else None)
+seeded = (Path(os.environ["PREFECT_HOME"]) / "prefect.db").exists()   # before the server could have made it
 assert api.confirm()
 with api.serving():
     seen = probe()
@@ -39,7 +42,7 @@ url, process = api.api_url, api.process
 api.stop()
 api.stop()
 print(json.dumps({"url": url, "seen": seen, "runs": runs, "exit": process.wait(timeout=1),
-                  "stopped": api.process is None}))
+                  "stopped": api.process is None, "seeded": seeded}))
 """
 
 
@@ -57,6 +60,7 @@ def test_flows_run_on_the_launched_server_without_heartbeats_or_ui_links(tmp_pat
                        timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert not out["seeded"]
     assert out["seen"] == {"api": out["url"], "heartbeat": None, "ui": ""}
     assert out["runs"] == 1
     assert out["stopped"] and out["exit"] is not None
@@ -64,6 +68,35 @@ def test_flows_run_on_the_launched_server_without_heartbeats_or_ui_links(tmp_pat
     assert "Starting temporary server" not in r.stderr and "View at" not in r.stderr
     with pytest.raises((urllib.error.URLError, OSError)):
         urllib.request.urlopen(out["url"] + "/health", timeout=2)
+
+
+def _probe(env: dict[str, str], cwd: Path) -> dict:
+    r = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_a_new_prefect_home_starts_from_the_database_the_first_one_left(tmp_path: Path) -> None:
+    """The first server on a new Prefect home migrates its database and leaves a copy in the templates
+    folder, taken before any flow ran; the next new home starts from that copy, and its flow runs are
+    its own."""
+    import sqlite3
+
+    templates = tmp_path / "templates"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = _probe({**_clean_env(tmp_path / "a"), "PROBE_TEMPLATES": str(templates)}, tmp_path)
+    assert not first["seeded"] and first["runs"] == 1
+    [template] = templates.glob("prefect-*-temporary-api.db")
+    with sqlite3.connect(template) as con:
+        assert con.execute("SELECT count(*) FROM flow_run").fetchone()[0] == 0
+        version = con.execute("SELECT version_num FROM alembic_version").fetchone()
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    second = _probe({**_clean_env(tmp_path / "b"), "PROBE_TEMPLATES": str(templates)}, tmp_path)
+    assert second["seeded"] and second["runs"] == 1
+    with sqlite3.connect(tmp_path / "b" / "prefect" / "prefect.db") as con:
+        assert con.execute("SELECT version_num FROM alembic_version").fetchone() == version
+    assert sorted(p.name for p in templates.iterdir()) == [template.name]
 
 
 def test_a_configured_server_is_left_to_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
