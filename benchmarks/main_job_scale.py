@@ -10,8 +10,8 @@ ingest → enrich → pain points → alerts → backlog → verify → report �
 command again with nothing new. Measured from outside: wall time, and peak memory of the whole
 process tree (the CLI, its enrich workers, the temporary Prefect server), sampled every 100 ms as the
 sum of each process's PSS; from the warehouse's ``runs`` table, the seconds of each flow; from Prefect's
-log lines, where the wall time went (start-up and checks, Prefect's temporary API, the flow runs,
-stopping: :func:`phases`). Growth is
+log lines, where the wall time went (start-up until the temporary API is launched, the API starting
+alongside cxloop's imports and checks, the flow runs, stopping: :func:`phases`). Growth is
 the time per row at the largest size ÷ at the smallest (1.00 = linear). JSON goes to
 ``benchmarks/results/main_job_scale.json``; exit status 2 when the data file is missing.
 """
@@ -82,25 +82,32 @@ def run_measured(cmd: list[str], env: dict[str, str],
 _LOG_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) \| \w+\s*\| (.*)$", re.MULTILINE)
 
 
+_API_READY = re.compile(r"Temporary server on \S+, started (\d+(?:\.\d+)?) s ago")
+
+
 def phases(log: str, started: float, ended: float) -> dict[str, float] | None:
-    """Where a ``cxloop run``'s wall time went, from Prefect's log lines (local times of day): starting
-    Python, importing and cxloop's checks until Prefect starts its temporary API; the API's start until
-    the first flow run begins; the flow runs (their work and Prefect's bookkeeping) until the API is
-    stopped; stopping it and exiting. None without a temporary API (``PREFECT_API_URL`` set)."""
+    """Where a ``cxloop run``'s wall time went, from the log lines' times (local times of day):
+    starting Python, importing and reading Prefect's settings until the command launches Prefect's
+    temporary API (``pipelines.temporary_api``); from the launch until the first flow run begins (the
+    API starting while cxloop imports its flows and checks the inputs and the model); the flow runs
+    (their work and Prefect's bookkeeping) until the API is stopped; stopping it and exiting. None
+    without a temporary API (``PREFECT_API_URL`` set)."""
     day = time.mktime(time.localtime(started)[:3] + (0, 0, 0, 0, 0, -1))
     marks: dict[str, float] = {}
     for m in _LOG_TIME.finditer(log):
         at = day + int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3]) + int(m[4]) / 1000
         if at < started - 43_200:   # after midnight
             at += 86_400
-        for key, text in (("api", "Starting temporary server"), ("flows", "Beginning flow run"),
-                          ("stop", "Stopping temporary server")):
+        ready = _API_READY.search(m[5])
+        if ready and "api" not in marks:
+            marks["api"] = at - float(ready[1])
+        for key, text in (("flows", "Beginning flow run"), ("stop", "Stopping temporary server")):
             if text in m[5] and key not in marks:
                 marks[key] = at
     if marks.keys() != {"api", "flows", "stop"}:
         return None
-    return {"start_and_checks_s": round(marks["api"] - started, 2),
-            "prefect_api_start_s": round(marks["flows"] - marks["api"], 2),
+    return {"start_to_api_launch_s": round(marks["api"] - started, 2),
+            "api_launch_to_flows_s": round(marks["flows"] - marks["api"], 2),
             "flow_runs_s": round(marks["stop"] - marks["flows"], 2), "stop_s": round(ended - marks["stop"], 2)}
 
 
