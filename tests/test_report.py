@@ -74,6 +74,41 @@ def test_report_of_another_week_and_bad_inputs(loop: tuple[Path, dict], tmp_path
         write_report(home / "cx.duckdb", tmp_path)
 
 
+def test_a_report_built_from_the_same_inputs_is_kept_and_any_change_rebuilds_it(loop: tuple[Path, dict],
+                                                                                tmp_path: Path) -> None:
+    """The main job keeps the report when nothing it shows changed (``reuse``); a backlog note, another
+    week or a new score rebuild it."""
+    import duckdb
+
+    from pipelines.backlog import add_note
+    from pipelines.warehouse import Warehouse
+
+    home, _ = loop
+    db = tmp_path / "cx.duckdb"
+    shutil.copy(home / "cx.duckdb", db)
+    out = tmp_path / "report.html"
+    first = write_report(db, out, reuse=True)
+    assert not first["unchanged"] and first["sections"] == [s.key for s in SECTIONS]
+    page, stamp = out.read_bytes(), out.stat().st_mtime_ns
+    kept = write_report(db, out, reuse=True)
+    assert kept["unchanged"] and out.read_bytes() == page and out.stat().st_mtime_ns == stamp
+    assert {k: kept[k] for k in ("path", "bytes", "week", "sections", "inputs")} == \
+        {k: first[k] for k in ("path", "bytes", "week", "sections", "inputs")}
+    assert not write_report(db, out, reuse=False)["unchanged"]   # `cxloop report` always writes
+    assert write_report(db, out, reuse=True)["unchanged"]
+    assert not write_report(db, out, week="2026-10-19", reuse=True)["unchanged"]
+    assert write_report(db, out, week="2026-10-19", reuse=True)["unchanged"]
+    wh = Warehouse(db)
+    item = wh.query("SELECT item_id FROM backlog ORDER BY item_id LIMIT 1").to_pylist()[0]["item_id"]
+    add_note(wh, item, "已联系物流商", actor="test")
+    assert not write_report(db, out, week="2026-10-19", reuse=True)["unchanged"]
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE feedback_nlp SET sentiment = 'pos', enriched_at = now() "
+                "WHERE feedback_id = (SELECT min(feedback_id) FROM feedback_nlp)")
+    con.close()
+    assert not write_report(db, out, week="2026-10-19", reuse=True)["unchanged"]
+
+
 def test_cli_report_writes_a_file_and_fails_in_one_line(loop: tuple[Path, dict], tmp_path: Path) -> None:
     home, _ = loop
     env = {**os.environ, "CXLOOP_HOME": str(home), "COLUMNS": "200"}
