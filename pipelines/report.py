@@ -516,21 +516,26 @@ def _parse_week(week: str | date | None) -> date | None:
     return d - timedelta(days=d.weekday())
 
 
-SMALL_TABLES = ("alerts", "backlog", "backlog_history", "pain_points", "topic_candidates", "verifications",
-                "quarantine", "model_versions")   # digested whole; feedback and its scores through INPUTS_SQL
+# the small tables a report shows, digested row by row (feedback and its scores: through INPUTS_SQL);
+# of the verifications, what v_backlog shows of each item's latest one (``verify`` adds a row for a
+# verified item at every run, with the same decision and reason)
+DIGESTED = {t: f"SELECT * FROM {t}" for t in ("alerts", "backlog", "backlog_history", "pain_points",
+                                                "topic_candidates", "quarantine", "model_versions")}
+DIGESTED["verifications"] = ("SELECT item_id, decision, reason FROM verifications QUALIFY row_number() OVER "
+                             "(PARTITION BY item_id ORDER BY checked_at DESC, verification_id) = 1")
 _KEPT_RE = re.compile(r'<meta name="cxloop-report" content="([^"]*)">')
 
 
 def _inputs_digest(con: duckdb.DuckDBPyConnection, relations: set[str], week: str | date | None) -> str:
     """A digest of everything a report is built from: the stored feedback and scores in brief
-    (``pipelines.runs.INPUTS_SQL``: append-only feedback, re-scored rows get a new time), every row
-    of the small tables it shows, the week asked for, and this module's and the charts' code. The
+    (``pipelines.runs.INPUTS_SQL``: append-only feedback, re-scored rows get a new time), the rows
+    of the small tables it shows (:data:`DIGESTED`), the week asked for, and this module's and the charts' code. The
     report reads nothing else (not even today's date), so an equal digest means the same report."""
     h = hashlib.sha256(repr((con.execute(INPUTS_SQL).fetchone(), str(week))).encode())
-    for table in SMALL_TABLES:
+    for table, rows in DIGESTED.items():
         if table in relations:
             h.update(str(con.execute(f"SELECT md5(coalesce(string_agg(CAST(t AS VARCHAR), chr(10) ORDER BY "
-                                     f"CAST(t AS VARCHAR)), '')) FROM {table} t").fetchone()[0]).encode())
+                                     f"CAST(t AS VARCHAR)), '')) FROM ({rows}) t").fetchone()[0]).encode())
     for module in (__file__, charts.__file__):
         h.update(Path(module).read_bytes())
     return h.hexdigest()

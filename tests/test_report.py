@@ -98,6 +98,12 @@ def test_a_report_built_from_the_same_inputs_is_kept_and_any_change_rebuilds_it(
     assert write_report(db, out, reuse=True)["unchanged"]
     assert not write_report(db, out, week="2026-10-19", reuse=True)["unchanged"]
     assert write_report(db, out, week="2026-10-19", reuse=True)["unchanged"]
+    con = duckdb.connect(str(db))   # verify re-checks a verified item at every run: same decision, same report
+    assert con.execute("SELECT count(*) FROM verifications").fetchone()[0] > 0
+    con.execute("INSERT INTO verifications SELECT * REPLACE (md5(verification_id) AS verification_id, "
+                "checked_at + INTERVAL 1 DAY AS checked_at) FROM verifications")
+    con.close()
+    assert write_report(db, out, week="2026-10-19", reuse=True)["unchanged"]
     wh = Warehouse(db)
     item = wh.query("SELECT item_id FROM backlog ORDER BY item_id LIMIT 1").to_pylist()[0]["item_id"]
     add_note(wh, item, "已联系物流商", actor="test")
