@@ -565,12 +565,13 @@ def _kept(out: Path) -> dict | None:
 
 
 def build_report(db_path: str | Path, week: str | date | None = None,
-                 title: str = "客户体验闭环周报") -> tuple[str, dict]:
-    """The report as one HTML string, and what it holds (week, sections, the digest of its inputs)."""
+                 title: str = "客户体验闭环周报", digest: str | None = None) -> tuple[str, dict]:
+    """The report as one HTML string, and what it holds (week, sections, the digest of its inputs;
+    ``digest``: already computed by the caller)."""
     wh = Warehouse(db_path)
     with wh.connect(read_only=True) as con:
         relations = _relations(con)
-        digest = _inputs_digest(con, relations, week)
+        digest = digest or _inputs_digest(con, relations, week)
         ctx = ReportContext(con, _parse_week(week) or _latest_week(con, relations), relations)
         done: list[tuple[Section, str]] = []
         for s in SECTIONS:
@@ -610,12 +611,13 @@ def write_report(db_path: str | Path, output: str | Path, week: str | date | Non
     out = Path(output).expanduser()
     if out.is_dir():
         raise ReportError(f"output {out} is a folder: give a file name such as {out / 'report.html'}")
+    digest = None
     if reuse and out.is_file():
-        kept = _kept(out)
-        if kept is not None and kept.get("inputs") == report_digest(db_path, week):
+        kept, digest = _kept(out), report_digest(db_path, week)
+        if kept is not None and kept.get("inputs") == digest:
             return {"path": str(out.resolve()), "bytes": out.stat().st_size, "week": kept.get("week"),
-                    "sections": kept.get("sections") or [], "inputs": kept["inputs"], "unchanged": True}
-    page, info = build_report(db_path, week)
+                    "sections": kept.get("sections") or [], "inputs": digest, "unchanged": True}
+    page, info = build_report(db_path, week, digest=digest)   # digested once (written in between: rebuilt next run)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(page, encoding="utf-8")

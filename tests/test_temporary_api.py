@@ -52,28 +52,28 @@ def _clean_env(tmp_path: Path) -> dict[str, str]:
             "PYTHONPATH": str(ROOT)}
 
 
+def _probe(env: dict[str, str], cwd: Path) -> tuple[dict, str]:
+    """PROBE in a fresh process: what it printed, and its log (stderr)."""
+    r = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1]), r.stderr
+
+
 def test_flows_run_on_the_launched_server_without_heartbeats_or_ui_links(tmp_path: Path) -> None:
     """The flows of a process with no Prefect server configured run on the server it launched (the
     flow run is recorded there), without heartbeats, without "View at" links to a UI nobody serves;
     Prefect starts no server of its own, and the launched one stops."""
-    r = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=_clean_env(tmp_path),
-                       timeout=120, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out, stderr = _probe(_clean_env(tmp_path), tmp_path)
     assert not out["seeded"]
     assert out["seen"] == {"api": out["url"], "heartbeat": None, "ui": ""}
     assert out["runs"] == 1
     assert out["stopped"] and out["exit"] is not None
-    assert "Temporary server on " + out["url"].removesuffix("/api") in r.stderr
-    assert "Starting temporary server" not in r.stderr and "View at" not in r.stderr
+    assert "Temporary server on " + out["url"].removesuffix("/api") in stderr
+    assert "Starting temporary server" not in stderr and "View at" not in stderr
     with pytest.raises((urllib.error.URLError, OSError)):
         urllib.request.urlopen(out["url"] + "/health", timeout=2)
 
 
-def _probe(env: dict[str, str], cwd: Path) -> dict:
-    r = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120, cwd=cwd)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def test_a_new_prefect_home_starts_from_the_database_the_first_one_left(tmp_path: Path) -> None:
@@ -85,14 +85,14 @@ def test_a_new_prefect_home_starts_from_the_database_the_first_one_left(tmp_path
     templates = tmp_path / "templates"
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    first = _probe({**_clean_env(tmp_path / "a"), "PROBE_TEMPLATES": str(templates)}, tmp_path)
+    first, _ = _probe({**_clean_env(tmp_path / "a"), "PROBE_TEMPLATES": str(templates)}, tmp_path)
     assert not first["seeded"] and first["runs"] == 1
     [template] = templates.glob("prefect-*-temporary-api.db")
     with sqlite3.connect(template) as con:
         assert con.execute("SELECT count(*) FROM flow_run").fetchone()[0] == 0
         version = con.execute("SELECT version_num FROM alembic_version").fetchone()
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
-    second = _probe({**_clean_env(tmp_path / "b"), "PROBE_TEMPLATES": str(templates)}, tmp_path)
+    second, _ = _probe({**_clean_env(tmp_path / "b"), "PROBE_TEMPLATES": str(templates)}, tmp_path)
     assert second["seeded"] and second["runs"] == 1
     with sqlite3.connect(tmp_path / "b" / "prefect" / "prefect.db") as con:
         assert con.execute("SELECT version_num FROM alembic_version").fetchone() == version
