@@ -1,3 +1,6 @@
+import re
+import unicodedata
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,3 +29,24 @@ def test_dedup_key_ignores_width_script_case_and_punctuation() -> None:
 def test_normalize_is_idempotent_and_never_raises(s: str) -> None:
     once = normalize_text(s)
     assert normalize_text(once) == once
+
+
+def _every_step(text: str) -> str:
+    """normalize_text without its shortcuts: every substitution on every text."""
+    from nlp.normalize import _INVISIBLE_RE, _SURROGATE_RE, _URL_RE, URL_PLACEHOLDER, _t2s
+
+    text = unicodedata.normalize("NFKC", _SURROGATE_RE.sub("\ufffd", text))
+    text = _t2s().convert(_URL_RE.sub(URL_PLACEHOLDER, _INVISIBLE_RE.sub("", text)))
+    return unicodedata.normalize("NFKC", re.sub(r"\s+", " ", text).strip())
+
+
+_PIECES = st.sampled_from(["這個", "产品", "ＡＢＣ", "１２３", "，", "！", " ", "\u3000", "\t", "\n", "\u200b",
+                           "\ufeff", "\x00", "\ud800", "http://", "HTTPS://", "Www.", "www.", "wWw", "://",
+                           "example.com", "ﬁ", "①", "ｗｗｗ．", "<URL>", "ſ", "é", "e\u0301", "é"])
+
+
+@given(st.lists(st.one_of(_PIECES, st.text(max_size=3)), max_size=12).map("".join))
+def test_shortcuts_change_nothing(s: str) -> None:
+    # printable text skips the control/invisible passes and texts without "://" or "www." the URL
+    # pattern: the result is what every step on every text gives
+    assert normalize_text(s) == _every_step(s)
