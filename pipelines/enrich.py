@@ -23,8 +23,11 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Sequence
 from datetime import datetime
+from itertools import chain
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import flow, task
@@ -69,12 +72,43 @@ def sync_topics(wh: Warehouse, settings: Settings) -> None:
         Warehouse.insert_arrow(con, "topics", rows)
 
 
+_WORD_LISTS = ("tokens", "keywords")   # the list<string> columns with most strings
+
+
 def enrich_batch(analyzer: Analyzer, ids: list[str], texts: list[str], run_id: str) -> pa.Table:
     """NLP columns for one batch, as an Arrow table in the ``feedback_nlp`` layout."""
-    cols = analyzer.analyze(texts)
+    cols: dict[str, object] = dict(analyzer.analyze(texts))
+    for name in _WORD_LISTS:
+        cols[name] = string_lists(cols[name])   # type: ignore[arg-type]
     now = datetime.now()
     return pa.table({"feedback_id": ids, **cols, "enriched_at": [now] * len(ids), "run_id": [run_id] * len(ids)},
                     schema=NLP_SCHEMA)
+
+
+def string_lists(lists: Sequence[Sequence[str]]) -> pa.Array:
+    """``pa.array(lists, pa.list_(pa.string()))``, built from one UTF-8 encoding of all the strings
+    joined. pyarrow encodes and caches each string's UTF-8 on its own: on a batch's words (35 per
+    review, each a new string from the segmenter) that was 5 µs per row, a twentieth of scoring.
+    Anything but lists of valid strings, or a batch past 32-bit offsets, goes through ``pa.array``."""
+    try:
+        flat = list(chain.from_iterable(lists))
+        joined = "".join(flat)
+        data = joined.encode("utf-8")
+    except (TypeError, UnicodeEncodeError):   # a None list, a non-string item, a lone surrogate
+        return pa.array(lists, pa.list_(pa.string()))
+    if len(data) >= 2**31 or len(flat) >= 2**31:
+        return pa.array(lists, pa.list_(pa.string()))
+    ends = np.zeros(len(flat) + 1, np.int64)   # each string's end, in characters
+    np.cumsum(np.fromiter(map(len, flat), np.int64, len(flat)), out=ends[1:])
+    if len(data) != len(joined):   # not all ASCII: characters → bytes
+        cps = np.frombuffer(joined.encode("utf-32-le"), np.uint32)
+        at = np.zeros(len(cps) + 1, np.int64)
+        np.cumsum(1 + (cps >= 0x80) + (cps >= 0x800) + (cps >= 0x10000), out=at[1:])
+        ends = at[ends]
+    values = pa.StringArray.from_buffers(len(flat), pa.py_buffer(ends.astype(np.int32)), pa.py_buffer(data))
+    offsets = np.zeros(len(lists) + 1, np.int32)
+    np.cumsum(np.fromiter(map(len, lists), np.int64, len(lists)), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
 def _score_chunk(analyzer: Analyzer, chunk: tuple[list[str], list[str], str]) -> pa.Table:

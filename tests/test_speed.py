@@ -10,7 +10,10 @@ from pathlib import Path
 
 import jieba
 import numpy as np
+import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from stored_rows import ingest_sample, nlp_rows
 
 from models.parallel import AnalyzerPool
@@ -21,7 +24,7 @@ from nlp.clauses import split_clauses
 from nlp.codepoints import PackedWords
 from nlp.segment import _PLACEHOLDER_RE
 from pipelines.config import Settings, worker_count
-from pipelines.enrich import enrich_pending, sync_topics
+from pipelines.enrich import enrich_pending, string_lists, sync_topics
 from pipelines.sources import iter_files, read_file
 from pipelines.warehouse import Warehouse
 
@@ -172,3 +175,22 @@ def test_parallel_enrich_stores_exactly_the_serial_rows(tmp_path: Path, home: Pa
     assert len(rows) == one["scored"] and rows == nlp_rows(parallel)
     again = enrich_pending.fn(str(parallel), str(home), "baseline", "again", workers=2, chunk_rows=100)
     assert again == {"scored": 0, "model_version": one["model_version"]}
+
+
+_WORD = st.one_of(st.sampled_from(["快递", "a", "", "😀", "é", "<PHONE>", "12315"]), st.text(max_size=4))
+_WORDS = st.lists(st.lists(_WORD, max_size=6), max_size=8)
+
+
+@given(_WORDS)
+def test_word_lists_go_to_arrow_as_pyarrow_converts_them(lists: list[list[str]]) -> None:
+    # enrich builds its list<string> columns from one encoding of all the words: the same array
+    got = string_lists(lists)
+    got.validate(full=True)
+    assert got.equals(pa.array(lists, pa.list_(pa.string())))
+
+
+def test_word_lists_that_are_not_all_strings_still_convert() -> None:
+    for lists in ([None, ["a"]], [["a", None]]):
+        assert string_lists(lists).equals(pa.array(lists, pa.list_(pa.string())))
+    with pytest.raises(UnicodeEncodeError):   # as pyarrow refuses it
+        string_lists([["\ud800"]])
