@@ -22,9 +22,13 @@ version (``models.predict.analysis_version``), so switching engines re-scores th
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import marshal
 import math
 import os
 import re
+import sys
 import tempfile
 import threading
 from collections import Counter
@@ -94,11 +98,42 @@ def stopwords() -> frozenset[str]:
     return frozenset(w.strip() for w in text.splitlines() if w.strip())
 
 
+def _cache_dir() -> str:
+    """Where jieba's prefix dictionary and the IDF table are cached (``CXLOOP_JIEBA_CACHE``)."""
+    return os.environ.get("CXLOOP_JIEBA_CACHE", tempfile.gettempdir())
+
+
 @lru_cache(maxsize=1)
 def _idf() -> tuple[dict[str, float], float]:
-    """jieba's bundled IDF table; unseen words get the median IDF."""
+    """jieba's bundled IDF table; unseen words get the median IDF. Parsed once per file and Python
+    version, then read from a marshal file in :func:`_cache_dir` (0.09 instead of 0.24 s, which every
+    ``enrich`` run paid before it forked its workers); a cache that cannot be read is parsed again."""
     path = Path(jieba.__file__).parent / "analyse" / "idf.txt"
-    text = path.read_text(encoding="utf-8")
+    stat = path.stat()
+    key = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{sys.version_info[:2]}".encode()).hexdigest()[:16]
+    cached = Path(_cache_dir()) / f"cxloop-jieba-idf-{key}.marshal"
+    try:
+        table, median = marshal.loads(cached.read_bytes())
+        if isinstance(table, dict) and isinstance(median, float):
+            return table, median
+    except (OSError, EOFError, ValueError, TypeError):
+        pass
+    table, median = _parse_idf(path.read_text(encoding="utf-8"))
+    with contextlib.suppress(OSError):   # a read-only cache folder: parsed again next time
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=cached.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(marshal.dumps((table, median)))
+            os.replace(tmp, cached)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    return table, median
+
+
+def _parse_idf(text: str) -> tuple[dict[str, float], float]:
+    """An IDF table ("word value" per line) and the median of its values."""
     fields = text.split()
     lines = text.count("\n") + (not text.endswith("\n"))
     if len(fields) == 2 * lines:  # "word value" on every line (jieba's file): parsed in bulk
@@ -125,7 +160,7 @@ class Segmenter:
             raise SegmenterError(f"unknown segmentation engine {self.engine!r}: use one of {', '.join(ENGINES)}")
         self._cache: dict[str, tuple[str, ...]] = {}
         self._tok = jieba.Tokenizer()
-        self._tok.tmp_dir = os.environ.get("CXLOOP_JIEBA_CACHE", tempfile.gettempdir())
+        self._tok.tmp_dir = _cache_dir()
         self._rust = None
         self._dicts = [_resource_path("cx_userdict.txt"), *map(str, extra_dicts)]
         self._lock = threading.Lock()

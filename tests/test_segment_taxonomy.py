@@ -120,3 +120,25 @@ def test_bad_taxonomy_files_name_the_file(tmp_path: Path, content: str, message:
 def test_missing_taxonomy_file(tmp_path: Path) -> None:
     with pytest.raises(TaxonomyError, match="not found"):
         load_taxonomy(tmp_path / "nope.yaml")
+
+
+def test_the_idf_table_is_cached_and_a_broken_cache_is_parsed_again(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import jieba
+
+    from nlp import segment
+
+    monkeypatch.setenv("CXLOOP_JIEBA_CACHE", str(tmp_path))
+    parsed = segment._parse_idf((Path(jieba.__file__).parent / "analyse" / "idf.txt").read_text(encoding="utf-8"))
+    segment._idf.cache_clear()
+    try:
+        assert segment._idf() == parsed                      # parsed, and written to the cache
+        (cached,) = tmp_path.glob("cxloop-jieba-idf-*.marshal")
+        segment._idf.cache_clear()
+        assert segment._idf() == parsed                      # read back from it
+        cached.write_bytes(b"\x00not marshal")
+        segment._idf.cache_clear()
+        assert segment._idf() == parsed                      # a broken cache: parsed again …
+        assert cached.read_bytes() != b"\x00not marshal"     # … and rewritten
+    finally:
+        segment._idf.cache_clear()
