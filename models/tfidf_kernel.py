@@ -371,3 +371,16 @@ class Weighting:
         """``rows(indptr, ids) @ coef_t`` (``coef_t``: features × outputs, float32), row by row."""
         self._check(ids, len(coef_t))
         return _scores(indptr, ids, self._logs(indptr), self.idf, self.sublinear, self.l2, coef_t)
+
+
+def warm_up() -> None:
+    """Load every serving kernel's cached machine code now (importing numba and initialising its
+    compiler takes most of the 0.3–0.45 s), by running each on a tiny vocabulary with the argument
+    types a fitted model uses. For a caller that is waiting anyway (``pipelines.cli``, while Prefect's
+    temporary API starts), so that the first model to score does not pay it."""
+    vocab = {"快": 0, "快递": 1, "递": 2}
+    idf = np.ones(len(vocab), np.float32)
+    coef_t = np.ones((len(vocab), 3), np.float32)
+    weighting = Weighting(idf, True, True)
+    for indptr, ids in (CharIndex(vocab, 1, 3).ids(["快递很快"]), WordIndex(vocab).ids([["快递", "很快"]])):
+        weighting.scores(indptr, ids, coef_t)

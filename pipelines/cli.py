@@ -121,14 +121,20 @@ def _flow_api() -> Iterator[None]:
 
 def _warm_up_flows() -> None:
     """What the first flow run would load, loaded while the temporary API is still starting instead
-    of after it: Prefect's flow and task engines, and what DuckDB imports when it is first handed
-    Arrow data (about 0.4 s in all)."""
+    of after it: Prefect's flow and task engines, what DuckDB imports when it is first handed Arrow
+    data (about 0.4 s in all), and the compiled scoring kernels and jieba's IDF table that ``enrich``
+    loads before it forks its workers (about 0.5 s). A re-run waits about 2 s for the API after all
+    of it, so a run with nothing to score pays nothing for the kernels it then does not use."""
     import prefect.flow_engine  # noqa: F401
     import prefect.task_engine  # noqa: F401
 
+    from models.tfidf_kernel import warm_up as warm_up_kernels
+    from nlp import keywords_many
     from pipelines.warehouse import warm_up_arrow
 
     warm_up_arrow()
+    warm_up_kernels()
+    keywords_many([["快递", "很快"]])   # its ranking kernel, and the IDF table
 
 
 def _flows(fn: Callable[[], Any]) -> Any:

@@ -194,3 +194,22 @@ def test_word_lists_that_are_not_all_strings_still_convert() -> None:
         assert string_lists(lists).equals(pa.array(lists, pa.list_(pa.string())))
     with pytest.raises(UnicodeEncodeError):   # as pyarrow refuses it
         string_lists([["\ud800"]])
+
+
+def test_the_clis_warm_up_loads_the_kernels_a_model_then_uses() -> None:
+    # pipelines.cli warms the kernels while Prefect's API starts: with the argument types a fitted
+    # model scores with, so that scoring afterwards loads no further machine code
+    import subprocess
+    import sys
+
+    code = ("from pipelines.cli import _warm_up_flows; _warm_up_flows(); "
+            "from models import tfidf_kernel as k; from nlp import keyword_rank as r; "
+            "kernels = (k._char_ids, k._word_ids, k._scores, k._build, k._word_keys, r.top_words); "
+            "before = [len(f.signatures) for f in kernels]; "
+            "from models.predict import Analyzer; "
+            "Analyzer.load('baseline').analyze(['快递很快，但是客服态度太差了', '好评']); "
+            "print(before, [len(f.signatures) for f in kernels])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    before, after = r.stdout.strip().splitlines()[-1].split("] [")
+    assert "0" not in before.strip("[").split(", ") and before.strip("[") == after.strip("]"), r.stdout
