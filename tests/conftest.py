@@ -17,9 +17,11 @@ os.environ["CXLOOP_SALT"] = "test-salt"
 
 @pytest.fixture(scope="session", autouse=True)
 def base_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache of converted base encoders for the whole session (the conversion takes seconds)."""
+    """One cache of converted base encoders for the whole session (the conversion takes seconds), and
+    of jieba's dictionary and IDF table (every CLI subprocess on a new home would build them again)."""
     cache = tmp_path_factory.mktemp("cxloop-cache")
     os.environ["CXLOOP_CACHE"] = str(cache)
+    os.environ["CXLOOP_JIEBA_CACHE"] = str(cache)
     return cache
 
 
