@@ -34,6 +34,7 @@ from prefect import flow, task
 
 from models.parallel import AnalyzerPool
 from models.predict import Analyzer, current_analysis_version
+from nlp.codepoints import codepoints, offsets
 from pipelines import progress
 from pipelines.config import Settings, worker_count
 from pipelines.distributed import ClusterSettings, cluster_settings, staging_root, task_runner
@@ -98,17 +99,14 @@ def string_lists(lists: Sequence[Sequence[str]]) -> pa.Array:
         return pa.array(lists, pa.list_(pa.string()))
     if len(data) >= 2**31 or len(flat) >= 2**31:
         return pa.array(lists, pa.list_(pa.string()))
-    ends = np.zeros(len(flat) + 1, np.int64)   # each string's end, in characters
-    np.cumsum(np.fromiter(map(len, flat), np.int64, len(flat)), out=ends[1:])
+    ends = offsets(map(len, flat), len(flat))   # each string's end, in characters
     if len(data) != len(joined):   # not all ASCII: characters → bytes
-        cps = np.frombuffer(joined.encode("utf-32-le"), np.uint32)
+        cps = codepoints(joined)
         at = np.zeros(len(cps) + 1, np.int64)
         np.cumsum(1 + (cps >= 0x80) + (cps >= 0x800) + (cps >= 0x10000), out=at[1:])
         ends = at[ends]
     values = pa.StringArray.from_buffers(len(flat), pa.py_buffer(ends.astype(np.int32)), pa.py_buffer(data))
-    offsets = np.zeros(len(lists) + 1, np.int32)
-    np.cumsum(np.fromiter(map(len, lists), np.int64, len(lists)), out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets), values)
+    return pa.ListArray.from_arrays(pa.array(offsets(map(len, lists), len(lists)).astype(np.int32)), values)
 
 
 def _score_chunk(analyzer: Analyzer, chunk: tuple[list[str], list[str], str]) -> pa.Table:
