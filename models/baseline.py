@@ -1,8 +1,8 @@
 """The baseline sentiment classifier: TF-IDF on jieba words and character n-grams, linear model.
 
 Fast and explainable: the largest weights per class are the words that drive a label. It is the
-floor every other model must beat. Artifacts are plain files — ``model.json`` (configuration and
-vocabularies) and ``weights.npz`` (IDF and coefficients, loaded with ``allow_pickle=False``) — so
+floor every other model must beat. Artifacts are plain files — ``model.json`` (configuration) and
+``weights.npz`` (vocabularies, IDF and coefficients, loaded with ``allow_pickle=False``) — so
 loading a model from an untrusted folder never executes code.
 """
 
@@ -32,14 +32,13 @@ class ModelLoadError(RuntimeError):
     """A model artifact that is missing, corrupt or of an unknown format; names the path."""
 
 
-def read_artifact(path: Path, keys: tuple[str, ...] | None = None,
-                  what: str = "model artifact") -> tuple[dict, dict[str, np.ndarray]]:
-    """``model.json`` and the arrays of ``weights.npz`` (``keys``, default all) of a linear model's
+def read_artifact(path: Path, what: str = "model artifact") -> tuple[dict, dict[str, np.ndarray]]:
+    """``model.json`` and the arrays of ``weights.npz`` of a linear model's
     folder, never unpickling; a missing or corrupt file raises ``ModelLoadError`` naming it."""
     try:
         doc = json.loads((path / "model.json").read_text(encoding="utf-8"))
         with np.load(path / "weights.npz", allow_pickle=False) as w:
-            arrays = {k: w[k] for k in (keys or w.files)}
+            arrays = {k: w[k] for k in w.files}
     except FileNotFoundError as e:
         raise ModelLoadError(f"{what} incomplete: {e.filename} is missing") from None
     except (ValueError, OSError, KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -190,11 +189,10 @@ class BaselineSentiment:
             "format": FORMAT,
             "labels": list(self.labels),
             "config": asdict(self.config),
-            **self.text_features.vocab_doc(),
             "meta": self.meta,
         }
         (out / "model.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
-        np.savez_compressed(out / "weights.npz", **self.text_features.idf_arrays(),
+        np.savez_compressed(out / "weights.npz", **self.text_features.arrays(),
                             coef=self.coef.astype(np.float16), intercept=self.intercept)
         return out
 
@@ -202,7 +200,7 @@ class BaselineSentiment:
     def load(cls, folder: str | Path) -> BaselineSentiment:
         """Load an artifact written by :meth:`save`; any problem raises ``ModelLoadError`` naming it."""
         path = Path(folder)
-        doc, arrays = read_artifact(path, ("word_idf", "char_idf", "coef", "intercept"))
+        doc, arrays = read_artifact(path)
         if doc.get("format") != FORMAT:
             raise ModelLoadError(f"{path / 'model.json'} has format {doc.get('format')!r}, expected {FORMAT!r}")
         model = cls(BaselineConfig.from_doc(doc["config"]))
@@ -211,8 +209,7 @@ class BaselineSentiment:
             model.text_features.restore(doc, arrays)
         except ValueError as e:
             raise ModelLoadError(f"model artifact in {path} is corrupt: {e}") from None
-        n = len(doc["word_vocab"]) + len(doc["char_vocab"])
-        if arrays["coef"].shape != (len(model.labels), n):
+        if arrays["coef"].shape != (len(model.labels), model.text_features.size):
             raise ModelLoadError(f"model artifact in {path} is corrupt: coefficient shape {arrays['coef'].shape}")
         model.coef = arrays["coef"].astype(np.float32)
         model.intercept = arrays["intercept"].astype(np.float32)

@@ -1,7 +1,7 @@
 """Lexical features shared by the linear models: TF-IDF on jieba words and on character n-grams.
 
-``TextFeatures`` fits, applies and persists the two vectorisers (vocabularies in ``model.json``,
-IDF vectors in ``weights.npz``, never pickles). The baseline sentiment model and the topic model
+``TextFeatures`` fits, applies and persists the two vectorisers (vocabularies as UTF-8 bytes and IDF
+vectors in ``weights.npz``, never pickles). The baseline sentiment model and the topic model
 both use it, so a text is featurised one way everywhere.
 
 Fitting uses scikit-learn's vectorisers, made when first needed: serving a saved artifact never
@@ -208,19 +208,39 @@ class TextFeatures:
     def names(self) -> list[str]:
         return list(self.word_vec.get_feature_names_out()) + list(self.char_vec.get_feature_names_out())
 
-    # -- persistence: vocabularies go into model.json, IDF vectors into weights.npz -------------------
-    def vocab_doc(self) -> dict:
-        return {"word_vocab": list(self.word_vec.get_feature_names_out()),
-                "char_vocab": list(self.char_vec.get_feature_names_out())}
-
-    def idf_arrays(self) -> dict[str, np.ndarray]:
-        return {"word_idf": self.word_vec.idf_.astype(np.float32), "char_idf": self.char_vec.idf_.astype(np.float32)}
+    # -- persistence: vocabularies and IDF vectors go into weights.npz (compressed) -------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The vocabularies (UTF-8, NUL-separated) and IDF vectors, for ``weights.npz``."""
+        out = {}
+        for which, vec in (("word", self.word_vec), ("char", self.char_vec)):
+            out[f"{which}_vocab"] = vocab_array(list(vec.get_feature_names_out()))
+            out[f"{which}_idf"] = vec.idf_.astype(np.float32)
+        return out
 
     def restore(self, doc: dict, arrays: dict[str, np.ndarray]) -> None:
-        """Set vocabularies and IDF from a saved artifact; ``ValueError`` if they do not fit."""
-        for which, vocab, idf in (("word", doc["word_vocab"], arrays["word_idf"]),
-                                  ("char", doc["char_vocab"], arrays["char_idf"])):
-            if len(vocab) != len(idf):
+        """Set vocabularies and IDF from a saved artifact; ``ValueError`` if they do not fit. Artifacts
+        written before 2026-11-25 keep their vocabularies as lists in ``model.json``."""
+        def vocab(which: str) -> list[str]:
+            key = f"{which}_vocab"
+            return doc[key] if key in doc else vocab_list(arrays[key])
+        for which, words, idf in (("word", vocab("word"), arrays["word_idf"]),
+                                  ("char", vocab("char"), arrays["char_idf"])):
+            if len(words) != len(idf):
                 raise ValueError("vocabulary and IDF sizes differ")
-            self._restored[which] = (dict(zip(vocab, range(len(vocab)), strict=True)), idf)
+            self._restored[which] = (dict(zip(words, range(len(words)), strict=True)), idf)
             self._vecs.pop(which, None)   # made again, with these, when needed
+
+
+VOCAB_KEYS = ("word_vocab", "char_vocab")
+
+
+def vocab_array(terms: list[str]) -> np.ndarray:
+    """A vocabulary as one UTF-8 byte array, terms separated by NUL (which normalised text never holds)."""
+    if any("\x00" in t for t in terms):
+        raise ValueError("a vocabulary term holds a NUL character")
+    return np.frombuffer("\x00".join(terms).encode("utf-8"), dtype=np.uint8)
+
+
+def vocab_list(array: np.ndarray) -> list[str]:
+    """The terms of :func:`vocab_array`, in order."""
+    return array.tobytes().decode("utf-8").split("\x00") if array.size else []

@@ -9,8 +9,8 @@ One binary logistic regression per key on two views of the text, blended in logi
   ("快件在中转站躺了五天" → logistics). When the sentiment model in use is that same transformer,
   the embedding is computed once and serves both (see ``models.predict``).
 
-Per-key decision thresholds are tuned on dev for F1. Artifacts are ``model.json`` (keys,
-vocabularies, thresholds, the encoder's identity) + ``weights.npz`` (``allow_pickle=False``).
+Per-key decision thresholds are tuned on dev for F1. Artifacts are ``model.json`` (keys, thresholds,
+the encoder's identity) + ``weights.npz`` (vocabularies, IDF, coefficients; ``allow_pickle=False``).
 """
 
 from __future__ import annotations
@@ -112,9 +112,9 @@ class TopicModel:
         doc = {"format": FORMAT, "keys": self.keys, "thresholds": [round(float(t), 4) for t in self.thresholds],
                "blend": self.blend, "clause_weight": self.clause_weight, "encoder": self.encoder,
                "features": asdict(self.features.config),
-               **self.features.vocab_doc(), "meta": self.meta}
+               "meta": self.meta}
         (out / "model.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
-        arrays = {**self.features.idf_arrays(), "coef": self.coef.astype(np.float16), "intercept": self.intercept}
+        arrays = {**self.features.arrays(), "coef": self.coef.astype(np.float16), "intercept": self.intercept}
         if self.enc_coef is not None and self.enc_intercept is not None:
             arrays.update(enc_coef=self.enc_coef, enc_intercept=self.enc_intercept)
         np.savez_compressed(out / "weights.npz", **arrays)

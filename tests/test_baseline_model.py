@@ -74,6 +74,25 @@ def test_artifact_round_trip(tiny: BaselineSentiment, tmp_path: Path) -> None:
     assert model_version_of(tmp_path / "m") == "tiny-1"
 
 
+def test_vocabularies_live_in_weights_npz_and_older_artifacts_still_load(tiny: BaselineSentiment,
+                                                                          tmp_path: Path) -> None:
+    folder = tiny.save(tmp_path / "m", meta={"model_version": "tiny-1"})
+    doc = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    assert "word_vocab" not in doc and "char_vocab" not in doc
+    texts = ["送餐太慢了", "客服很耐心", "请问几点发货"]
+    now = load_sentiment_model(folder).predict_proba(texts)
+    # an artifact written before the move keeps its vocabularies as lists in model.json
+    from models.features import vocab_list
+    with np.load(folder / "weights.npz") as w:
+        arrays = {k: w[k] for k in w.files}
+    for key in ("word_vocab", "char_vocab"):
+        doc[key] = vocab_list(arrays.pop(key))
+    assert "送餐" in doc["word_vocab"]
+    np.savez_compressed(folder / "weights.npz", **arrays)
+    (folder / "model.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    np.testing.assert_array_equal(load_sentiment_model(folder).predict_proba(texts), now)
+
+
 def test_corrupt_and_missing_artifacts_name_the_path(tiny: BaselineSentiment, tmp_path: Path) -> None:
     folder = tiny.save(tmp_path / "m", meta={"model_version": "tiny-1"})
     (folder / "weights.npz").write_bytes(b"not a zip")
