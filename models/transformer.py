@@ -34,6 +34,28 @@ LABELS = ("neg", "neu", "pos")
 WEIGHTS = "finetuned.safetensors"
 
 
+INT8_SCALE = ".int8_row_scale"   # beside a weight stored as int8: its fp32 scale per row
+
+
+def _int8_rows(w):
+    """Symmetric int8 per row: (int8 tensor, fp32 scale per row) with w ≈ q * scale[:, None]."""
+    import torch
+    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.contiguous(), scale.to(torch.float32).contiguous()
+
+
+def _from_int8_rows(state: dict) -> dict:
+    """A stored state with its int8 weight matrices turned back into floats."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith(INT8_SCALE):
+            continue
+        scale = state.get(k + INT8_SCALE)
+        out[k] = v.float() * scale[:, None] if scale is not None else v
+    return out
+
+
 def cpu_threads() -> int:
     """Cores this process may use (respects CPU affinity and ``CXLOOP_THREADS``)."""
     env = os.environ.get("CXLOOP_THREADS")
@@ -267,12 +289,32 @@ class TransformerSentiment:
         """The tensors an artifact stores: every parameter that fine-tuning updated."""
         return {k: v.detach() for k, v in self.net.named_parameters() if v.requires_grad}
 
-    def save(self, folder: str | Path, meta: dict | None = None) -> Path:
+    def round_to_int8(self) -> TransformerSentiment:
+        """Round every stored weight matrix to int8 with one scale per row (in place, still float):
+        what :meth:`save` with ``int8=True`` stores, so that the model evaluated is the one saved."""
+        import torch
+        with torch.no_grad():
+            for name, p in self.net.named_parameters():
+                if p.requires_grad and p.ndim == 2 and not name.startswith("heads."):
+                    q, scale = _int8_rows(p.detach().float())
+                    p.copy_((q.float() * scale[:, None]).to(p.dtype))
+        self._memo = None
+        return self
+
+    def save(self, folder: str | Path, meta: dict | None = None, int8: bool = False) -> Path:
+        """Write the artifact: the tuned weights in fp16, or with ``int8`` their weight matrices as int8
+        with an fp32 scale per row (half the size: how a compact student ships; :meth:`round_to_int8`
+        first, so the evaluated model is the stored one)."""
         import torch
         from safetensors.torch import save_file
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.to(torch.float16).contiguous() for k, v in self.trainable_state().items()}
+        state = {}
+        for k, v in self.trainable_state().items():
+            if int8 and v.ndim == 2 and not k.startswith("heads."):
+                state[k], state[k + INT8_SCALE] = _int8_rows(v.float().cpu())
+            else:
+                state[k] = v.to(torch.float16).cpu().contiguous()
         save_file(state, str(folder / WEIGHTS))
         self.meta = {**self.meta, **(meta or {})}
         doc = {"format": FORMAT, "labels": list(self.labels), "max_length": self.max_length,
@@ -310,6 +352,7 @@ class TransformerSentiment:
         except (OSError, SafetensorError) as e:
             raise ModelLoadError(f"{folder}: weights unreadable: {e}") from None
         own = dict(model.net.named_parameters())
+        state = _from_int8_rows(state)
         unknown = sorted(set(state) - set(own))
         if unknown:
             raise ModelLoadError(f"{folder}: weights do not fit the base ({unknown[:3]}…)")
@@ -319,6 +362,8 @@ class TransformerSentiment:
                     raise ModelLoadError(f"{folder}: weight {k} has shape {tuple(v.shape)}, "
                                          f"expected {tuple(own[k].shape)}")
                 own[k].copy_(v.to(own[k].dtype))
+        for k, p in own.items():   # what the artifact stores is what it tuned (trainable_state, save)
+            p.requires_grad_(k in state)
         model.temperature = float(doc.get("temperature", 1.0))
         model.meta = doc.get("meta", {})
         model.net.eval()

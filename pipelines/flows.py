@@ -97,9 +97,9 @@ def _point_at_shipped_encoder(staged: Path) -> None:
 
 def transformer_option_problem(kind: str, layers: int | None, teacher: str | None, ship: bool) -> str | None:
     """Why these transformer-only training options cannot be combined, or None."""
-    if (layers or teacher) and kind != "transformer":
-        return "--layers and --teacher apply to --model transformer only"
-    if ship and layers:
+    if (layers or teacher) and kind not in ("transformer", "student"):
+        return "--layers and --teacher apply to --model transformer or student only"
+    if ship and layers and kind == "transformer":
         return ("a compact (--layers) model is not shipped over the full transformer: it is promoted if it "
                 "wins on dev, or served by path with --model PATH")
     return None
@@ -109,12 +109,14 @@ def transformer_option_problem(kind: str, layers: int | None, teacher: str | Non
 def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: str | None = None,
                max_rows: int | None = None, db: str | None = None, home: str | None = None,
                promote_if_better: bool = True, ship: bool = False, base: str | None = None,
-               epochs: float = 1.0, layers: int | None = None, teacher: str | None = None,
+               epochs: float | None = None, layers: int | None = None, teacher: str | None = None,
                cascade: bool = True, cascade_tolerance: float | None = None) -> dict:
     """Train a model, evaluate it on held-out data, register it, and promote it if it beats the
     current model on ``dev``. ``ship`` also copies it over the shipped default (for maintainers).
     ``base``, ``epochs``, ``layers`` (keep the lowest N encoder layers) and ``teacher`` (distil from
-    that sentiment model: a path or a kind) apply to the transformer; ``ensemble`` blends the current transformer and
+    that sentiment model: a path or a kind) apply to the transformer; ``student`` distils the current
+    transformer into a 3-layer model with ``models.train_transformer.STUDENT_OPTIONS`` (the shipped
+    student's recipe; ``epochs`` and ``layers`` override it); ``ensemble`` blends the current transformer and
     baseline (only the blend weight is fitted, on dev), cascading unless ``cascade`` is False: the
     baseline screens, the blend reads what it is unsure of (``cascade_tolerance``: the dev score it
     may cost, default ``models.train_ensemble.CASCADE_TOLERANCE``). ``topics`` trains the topic model: ``semantic``
@@ -141,12 +143,14 @@ def train_flow(task_name: str = "sentiment", kind: str = "baseline", data_dir: s
                 sentiment_dir=resolve_model(None, settings.models_dir), log=log.info,
                 compare_with=current_dir if (current_dir / "model.json").exists() else None,
                 models_home=settings.models_dir)
-        elif kind == "transformer":
-            from models.train_transformer import TransformerOptions, train_sentiment_transformer
+        elif kind in ("transformer", "student"):
+            from models.train_transformer import STUDENT_OPTIONS, TransformerOptions, train_sentiment_transformer
+            options = dict(STUDENT_OPTIONS) if kind == "student" else {}
+            teacher = teacher or ("transformer" if kind == "student" else None)
+            options.update({k: v for k, v in {"epochs": epochs, "layers": layers}.items() if v is not None})
             teacher_dir = str(resolve_model(teacher, settings.models_dir)) if teacher else None
             result = train_sentiment_transformer(
-                TransformerOptions(data_dir=data_dir, max_rows=max_rows, base=base, epochs=epochs, layers=layers,
-                                   teacher=teacher_dir),
+                TransformerOptions(data_dir=data_dir, max_rows=max_rows, base=base, teacher=teacher_dir, **options),
                 settings.models_dir, settings.cache_dir, log=log.info, compare_with=current_dir)
         elif kind == "ensemble":
             from models.train_ensemble import CASCADE_TOLERANCE, train_sentiment_ensemble

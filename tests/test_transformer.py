@@ -17,7 +17,12 @@ import torch
 from models.baseline import ModelLoadError
 from models.e5_base import PREFIX, BaseModelError, ensure_base, resolve_base
 from models.registry import load_sentiment_model, resolve_model
-from models.train_transformer import TransformerOptions, fit_temperature, train_sentiment_transformer
+from models.train_transformer import (
+    TransformerOptions,
+    fit_temperature,
+    train_sentiment_transformer,
+    transfer_texts,
+)
 from models.transformer import TransformerSentiment, lane_batch_size, length_batches
 
 TEXTS = ["物流太慢了，等了一个星期才到", "客服态度很好，问题解决了", "App 8.2 更新后登录闪退，烦死了!!",
@@ -146,6 +151,60 @@ def test_distilled_student_keeps_fewer_layers_and_learns_from_the_teacher(tmp_pa
     assert list(np.asarray(loaded.labels)[loaded.predict_proba(texts).argmax(1)]) == ["pos", "neg"]
     with pytest.raises(BaseModelError, match="cannot keep 5 layers"):
         TransformerSentiment.from_base(str(tiny_base), base_cache, layers=5)
+
+
+def test_a_student_reads_the_clauses_starts_from_its_teacher_and_ships_int8(tmp_path: Path, tiny_base: Path,
+                                                                           base_cache: Path) -> None:
+    frame = _frame()
+    texts, y = transfer_texts(frame[frame.split == "train"], clauses=True)
+    train_texts = set(frame[frame.split == "train"].text)
+    clauses = [t for t, label in zip(texts, y, strict=True) if label < 0]
+    assert {"质量不错", "推荐购买", "物流很快"} <= set(clauses) and not train_texts & set(clauses)
+    assert len(clauses) == len(set(clauses)) and (y[:len(frame[frame.split == "train"])] >= 0).all()
+
+    common = {"base": str(tiny_base), "batch_size": 8, "lr": 2e-3, "head_lr": 5e-3, "freeze_layers": 0,
+              "aspect_rows": None, "warmup": 0.1}
+    teacher = train_sentiment_transformer(TransformerOptions(epochs=6, **common), tmp_path / "models", base_cache,
+                                          train_frame=frame)
+    logs: list[str] = []
+    student = train_sentiment_transformer(
+        TransformerOptions(epochs=2, layers=1, teacher=str(teacher.model_dir), store_int8=True, **common),
+        tmp_path / "models", base_cache, log=logs.append, train_frame=frame)
+    assert any(f"{len(texts)} texts ({len(clauses)} unlabelled clauses), starting from the teacher" in line
+               for line in logs)
+    from safetensors.torch import load_file
+    stored = load_file(str(student.model_dir / "finetuned.safetensors"))
+    query = "encoder.encoder.layer.0.attention.self.query.weight"
+    assert stored[query].dtype == torch.int8 and stored[query + ".int8_row_scale"].shape == (64,)
+    assert stored["heads.sentiment.weight"].dtype == torch.float16
+    # the card's metrics are the stored (int8) model's: scoring test again gives them exactly
+    loaded = load_sentiment_model(student.model_dir, base_cache)
+    test = frame[frame.split == "test"]
+    from models.evaluate import evaluate_predictions
+    again = evaluate_predictions(test, loaded.predict_proba(test.text.tolist()), loaded.labels)
+    assert again["binary"]["accuracy"] == student.metrics["test"]["binary"]["accuracy"]
+    assert "int8 with one scale per row" in (student.model_dir / "MODEL_CARD.md").read_text()
+    assert set(loaded.trainable_state()) == {k for k in stored if not k.endswith(".int8_row_scale")}
+    # a second student of the same teacher reads the teacher's outputs from the cache
+    logs.clear()
+    train_sentiment_transformer(TransformerOptions(epochs=1, layers=1, teacher=str(teacher.model_dir), **common),
+                                tmp_path / "models", base_cache, log=logs.append, train_frame=frame)
+    assert any(line.startswith("teacher ") and " texts from " in line for line in logs)
+
+
+def test_the_student_kind_resolves_to_the_shipped_student_not_a_promoted_transformer(tmp_path: Path) -> None:
+    from models.registry import SHIPPED_DIR, kind_of, promote
+    home = tmp_path / "models"
+    assert resolve_model("student", home) == SHIPPED_DIR / "sentiment-student"
+    doc = json.loads((SHIPPED_DIR / "sentiment-student" / "model.json").read_text())
+    assert kind_of(doc) == "student" and doc["layers"] == 3
+    assert kind_of(json.loads((SHIPPED_DIR / "sentiment-transformer" / "model.json").read_text())) == "transformer"
+    full = home / "full-1"
+    full.mkdir(parents=True)
+    (full / "model.json").write_text((SHIPPED_DIR / "sentiment-transformer" / "model.json").read_text())
+    promote(home, full)
+    assert resolve_model("transformer", home) == full
+    assert resolve_model("student", home) == SHIPPED_DIR / "sentiment-student"
 
 
 def test_corrupt_or_mismatched_artifacts_are_refused(tmp_path: Path, tiny_base: Path, base_cache: Path) -> None:
@@ -347,15 +406,18 @@ def test_the_fast_cascade_point_is_the_lowest_confidence_within_the_slow_members
         choose_fast_cascade([slow, slow, screen], [0.4, 0.5, 0.1], 2, accuracies)
 
 
-def test_cli_predicts_with_the_shipped_transformer_offline(tmp_path: Path, base_cache: Path, e5_folder: Path) -> None:
+@pytest.mark.parametrize("kind", ["transformer", "student"])
+def test_cli_predicts_with_the_shipped_transformer_offline(tmp_path: Path, base_cache: Path, e5_folder: Path,
+                                                           kind: str) -> None:
     src = tmp_path / "in.csv"
     src.write_text("id,text\n1,客服态度很好，问题很快就解决了\n2,等了一个多小时还没人接电话，太差了\n",
                    encoding="utf-8")
     out = tmp_path / "out.csv"
     env = {**os.environ, "CXLOOP_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-m", "pipelines.cli", "predict", str(src), "-o", str(out),
-                        "--model", "transformer"], capture_output=True, text=True, env=env, timeout=300)
+                        "--model", kind], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     scored = pd.read_csv(out)
     assert scored["sentiment"].tolist() == ["pos", "neg"]
-    assert scored["model_version"].iloc[0].startswith("sentiment-transformer-")
+    assert scored["model_version"].iloc[0].startswith("sentiment-transformer-3l-" if kind == "student"
+                                                      else "sentiment-transformer-2")
