@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/python benchmarks/baseline_reference.py
 	$(BIN)/python benchmarks/cascade_serving.py
 	$(BIN)/python benchmarks/cascade_serving.py --backend onnx-int8 --per-topic
+	$(BIN)/python benchmarks/sentiment_serving.py --model models/artifacts/sentiment-transformer --model models/artifacts/sentiment-student
 
 train: install
 	$(BIN)/cxloop train sentiment

