@@ -25,7 +25,7 @@ def cxloop(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     (["run", "--taxonomy", "{bad_taxonomy}"], "not valid YAML"),
     (["predict", "{sample}/app_reviews.csv", "-o", "{out}/x.csv", "--model", "nope"], "unknown model 'nope'"),
     (["painpoints", "--db", "{out}/none.duckdb"], "does not exist yet"),
-    (["train", "sentiment", "--model", "baseline", "--layers", "2"], "apply to --model transformer only"),
+    (["train", "sentiment", "--model", "baseline", "--layers", "2"], "apply to --model transformer or student only"),
     (["train", "sentiment", "--model", "transformer", "--layers", "4", "--ship"], "not shipped over the full"),
 ])
 def test_user_errors_are_one_line_and_write_nothing(tmp_path: Path, home: Path, sample_copy: Path,
