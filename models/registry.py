@@ -30,7 +30,7 @@ from models.transformer import FORMAT as TRANSFORMER_FORMAT
 SHIPPED_DIR = Path(__file__).resolve().parent / "artifacts"
 SHIPPED = {"sentiment": "sentiment-ensemble",   # the default: best on dev and test (see README)
            "topics": "topics"}
-# "student": the compact transformer distilled from "transformer" (3 layers, about 5x its speed)
+# "student": the compact transformer distilled from "transformer" (3 layers, 3.3-4.2x its speed)
 KIND_FORMATS = {"baseline": BASELINE_FORMAT, "transformer": TRANSFORMER_FORMAT, "student": TRANSFORMER_FORMAT,
                 "ensemble": ENSEMBLE_FORMAT}
 KIND_SHIPPED = {"baseline": "sentiment-baseline", "transformer": "sentiment-transformer",

@@ -45,6 +45,15 @@ def _int8_rows(w):
     return q.contiguous(), scale.to(torch.float32).contiguous()
 
 
+def _dequantised(q, scale):
+    return q.float() * scale[:, None]
+
+
+def _stores_int8(name: str, value) -> bool:
+    """Which tuned tensors an int8 artifact stores as int8: the encoder's weight matrices."""
+    return value.ndim == 2 and not name.startswith("heads.")
+
+
 def _from_int8_rows(state: dict) -> dict:
     """A stored state with its int8 weight matrices turned back into floats."""
     out = {}
@@ -52,7 +61,7 @@ def _from_int8_rows(state: dict) -> dict:
         if k.endswith(INT8_SCALE):
             continue
         scale = state.get(k + INT8_SCALE)
-        out[k] = v.float() * scale[:, None] if scale is not None else v
+        out[k] = _dequantised(v, scale) if scale is not None else v
     return out
 
 
@@ -294,10 +303,9 @@ class TransformerSentiment:
         what :meth:`save` with ``int8=True`` stores, so that the model evaluated is the one saved."""
         import torch
         with torch.no_grad():
-            for name, p in self.net.named_parameters():
-                if p.requires_grad and p.ndim == 2 and not name.startswith("heads."):
-                    q, scale = _int8_rows(p.detach().float())
-                    p.copy_((q.float() * scale[:, None]).to(p.dtype))
+            for name, p in self.trainable_state().items():
+                if _stores_int8(name, p):
+                    p.copy_(_dequantised(*_int8_rows(p.float())).to(p.dtype))
         self._memo = None
         return self
 
@@ -311,7 +319,7 @@ class TransformerSentiment:
         folder.mkdir(parents=True, exist_ok=True)
         state = {}
         for k, v in self.trainable_state().items():
-            if int8 and v.ndim == 2 and not k.startswith("heads."):
+            if int8 and _stores_int8(k, v):
                 state[k], state[k + INT8_SCALE] = _int8_rows(v.float().cpu())
             else:
                 state[k] = v.to(torch.float16).cpu().contiguous()
