@@ -169,7 +169,7 @@ class Analyzer:
         """Taxonomy keys per text, in taxonomy order: the topic model's keys and the keyword rules'
         (a text that says 快递 is about logistics whatever the model thinks; the model adds the
         topics worded without keywords). Keys the model does not know come from the rules alone."""
-        rules = [self.taxonomy.match(t) for t in texts]
+        rules = self.taxonomy.match_many(texts)
         if self.topic_model is None:
             return rules
         learned = self.topic_model.decide(self.topic_model.proba(texts, tokens, embeddings))

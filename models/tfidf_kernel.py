@@ -30,11 +30,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from nlp.codepoints import codepoints, offsets, packed_words
+from nlp.int_table import EMPTY, build_table, slot, table_bits
 
 BITS = 21                          # every code point fits (max 0x10FFFF)
 MAX_CHAR_N = 3                     # 3 × 21 bits in an int64
-_EMPTY = np.int64(-1)              # a free slot (no packed n-gram or masked word hash is negative)
-_MIX = np.uint64(0x9E3779B97F4A7C15)
 _KEY_MASK = np.int64(0x7FFF_FFFF_FFFF_FFFF)
 
 # Python's str.isspace() code points: a word token made only of these is dropped, as scikit-learn's
@@ -44,31 +43,11 @@ _SPACES = np.array([9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 133, 160, 5760, *rang
 
 
 @nb.njit(cache=True, nogil=True)
-def _slot(key: np.int64, shift: np.uint64) -> np.int64:
-    return np.int64((np.uint64(key) * _MIX) >> shift)
-
-
-@nb.njit(cache=True, nogil=True)
 def _word_key(cps: np.ndarray, start: np.int64, end: np.int64) -> np.int64:
     h = np.uint64(1469598103934665603)          # FNV-1a over the code points
     for i in range(start, end):
         h = (h ^ np.uint64(cps[i])) * np.uint64(1099511628211)
     return np.int64(h) & _KEY_MASK
-
-
-@nb.njit(cache=True, nogil=True)
-def _build(keys: np.ndarray, values: np.ndarray, bits: np.int64) -> np.ndarray:
-    """An open-addressing table of (key, value) pairs side by side (one cache line per probe)."""
-    size = np.int64(1) << bits
-    shift = np.uint64(64 - bits)
-    table = np.full((size, 2), _EMPTY, np.int64)
-    for j in range(len(keys)):
-        s = _slot(keys[j], shift)
-        while table[s, 0] != _EMPTY:
-            s = (s + 1) & (size - 1)
-        table[s, 0] = keys[j]
-        table[s, 1] = values[j]
-    return table
 
 
 @nb.njit(cache=True, nogil=True)
@@ -98,9 +77,9 @@ def _char_ids(cps: np.ndarray, offsets: np.ndarray, lo: np.int64, hi: np.int64, 
                 else:
                     for k in range(1, n):
                         key = (key << BITS) | cps[i + k]
-                    s = _slot(key, shift)
+                    s = slot(key, shift)
                     j = -1
-                    while table[s, 0] != _EMPTY:
+                    while table[s, 0] != EMPTY:
                         if table[s, 0] == key:
                             j = table[s, 1]
                             break
@@ -136,8 +115,8 @@ def _word_ids(cps: np.ndarray, starts: np.ndarray, doc_tokens: np.ndarray, table
             if blank:
                 continue
             key = _word_key(cps, a, b)
-            s = _slot(key, shift)
-            while table[s, 0] != _EMPTY:   # a hash hit counts only if the code points are the term's
+            s = slot(key, shift)
+            while table[s, 0] != EMPTY:   # a hash hit counts only if the code points are the term's
                 if table[s, 0] == key:
                     j = table[s, 1]
                     ta, tb = term_starts[j], term_starts[j + 1]
@@ -261,10 +240,6 @@ def _scores(indptr: np.ndarray, ids: np.ndarray, log1: np.ndarray, idf: np.ndarr
     return out
 
 
-def _table_bits(n: int) -> int:
-    return max(4, int(np.ceil(np.log2(max(n, 1)))) + 1)   # at most half full
-
-
 def _terms(vocabulary: dict[str, int]) -> list[str]:
     """The vocabulary's terms in feature order (term ``j`` is feature ``j``)."""
     ids = np.fromiter(vocabulary.values(), np.int64, len(vocabulary))
@@ -297,9 +272,9 @@ class CharIndex:
             of_n = np.flatnonzero(lengths >= n)
             keys[of_n] = (keys[of_n] << BITS) | cps[starts[of_n] + n - 1]
         ids = np.arange(len(terms), dtype=np.int64)
-        bits = _table_bits(len(terms))
+        bits = table_bits(len(terms))
         self.shift = np.uint64(64 - bits)
-        self.table = _build(keys, ids, np.int64(bits))
+        self.table = build_table(keys, ids, np.int64(bits))
         self.unigram = np.full(0x10001 if lo == 1 else 0, -1, np.int32)
         single = np.flatnonzero((lengths == 1) & (keys < len(self.unigram)))
         self.unigram[keys[single]] = single
@@ -318,9 +293,9 @@ class WordIndex:
         terms = _terms(vocabulary)
         self.term_cps = codepoints("".join(terms))
         self.term_starts = offsets(map(len, terms), len(terms))
-        bits = _table_bits(len(terms))
+        bits = table_bits(len(terms))
         self.shift = np.uint64(64 - bits)
-        self.table = _build(_word_keys(self.term_cps, self.term_starts), np.arange(len(terms), dtype=np.int64),
+        self.table = build_table(_word_keys(self.term_cps, self.term_starts), np.arange(len(terms), dtype=np.int64),
                             np.int64(bits))
 
     def ids(self, tokens: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:

@@ -142,11 +142,10 @@ def build_topic_data(taxonomy: Taxonomy, data_dir: str | Path | None = None, max
     labelled_keys = {name: sorted({k for k in spec["aspects"].values() if k}) for name, spec in mapping.items()}
     covered = {k for ks in labelled_keys.values() for k in ks}
     records = []
-    for r in load_labelled(d, mapping) + load_weak(d, max_reviews):
-        text = normalize_text(r["text"])
-        if not text.strip():
-            continue
-        hits = set(taxonomy.match(text))
+    rows = [(r, text) for r in load_labelled(d, mapping) + load_weak(d, max_reviews)
+            if (text := normalize_text(r["text"])).strip()]
+    for (r, text), matched in zip(rows, taxonomy.match_many([t for _, t in rows]), strict=True):
+        hits = set(matched)
         rec = {"text": text, "dataset": r["dataset"], "split": r["split"]}
         for k in keys:
             pol = ""

@@ -76,6 +76,7 @@ def topic_sentiments(texts: Sequence[str], topics: Sequence[Sequence[str]], doc_
     flat_tokens = default_segmenter().cut_many(flat)
     words_of: dict[int, list[list[str]]] = {}
     start_of: dict[int, int] = {}   # row → its first clause in ``flat``
+    flat_evidence = taxonomy.match_evidence_many(flat)   # one scan for every clause, not a call per clause
     p = topic_model.lexical_proba(flat, flat_tokens) if topic_model is not None and flat else None
     # per key, whether each clause of ``flat`` scores above the key's threshold: compared and turned
     # into lists once for all rows, not row by row (numpy calls cost more than the few clauses)
@@ -91,8 +92,8 @@ def topic_sentiments(texts: Sequence[str], topics: Sequence[Sequence[str]], doc_
         row: list[tuple[str, int | None]] = []
         clauses = clauses_of.get(i)
         if clauses is not None:
-            evidence = [taxonomy.match_evidence(cl) for cl in clauses]   # once per clause, not per topic
             lo, hi = start_of[i], start_of[i] + len(clauses)
+            evidence = flat_evidence[lo:hi]
         for key in keys:
             if clauses is None:
                 row.append((key, None))

@@ -147,7 +147,7 @@ def probe_metrics(probe: pd.DataFrame, model: TopicModel, proba: np.ndarray, tax
     keys = model.keys
     y = np.array([[1 if k in g else 0 for k in keys] for g in probe.gold])
     pred = proba >= model.thresholds
-    rules = np.array([[1 if k in taxonomy.match(t) else 0 for k in keys] for t in probe.text])
+    rules = np.array([[1 if k in m else 0 for k in keys] for m in taxonomy.match_many(list(probe.text))])
     unseen = (y == 1) & (rules == 0)
     found = [[k for k in g if k in keys] for g in probe.gold]
     pol = _polarity_scores(list(probe.text), [[(k, probe.gold.iloc[i][k]) for k in f] for i, f in enumerate(found)],

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
-from nlp.wordlists import trie_alternation
+if TYPE_CHECKING:   # imported when first used: it loads numba, which a run with nothing new never needs
+    from nlp.word_scan import WordScanner
+
 
 JOURNEY_STAGES = ("awareness", "consideration", "purchase", "usage", "after_sales")
 DEFAULT_TAXONOMY_PATH = resources.files("nlp") / "resources" / "taxonomy.yaml"
@@ -63,9 +66,7 @@ class Taxonomy:
             for kw in t.keywords:
                 owners.setdefault(kw.lower(), []).append(t.key)
         self._owners = owners
-        # the longest keyword at a position wins ("人工客服" over "客服"); the trie form of that
-        # alternation matches the same and costs a few compares per character instead of hundreds
-        self._re = re.compile(trie_alternation(owners)) if owners else None
+        self._scanner: WordScanner | None = None   # built on the first match (it imports numba)
 
     def __contains__(self, key: object) -> bool:
         return key in self.topics
@@ -91,17 +92,37 @@ class Taxonomy:
         hits = self.match_evidence(text)
         return [k for k in self.topics if k in hits]
 
+    def match_many(self, texts: Sequence[str]) -> list[list[str]]:
+        """:meth:`match` of each text, from one scan (see :meth:`match_evidence_many`)."""
+        order = list(self.topics)
+        return [[k for k in order if k in hits] if hits else [] for hits in self.match_evidence_many(texts)]
+
     def match_evidence(self, text: str) -> dict[str, list[str]]:
-        """Topic key → the keywords found for it in ``text``."""
-        if self._re is None or not text:
-            return {}
-        found: dict[str, list[str]] = {}
-        for word in self._re.findall(text.lower()):   # most clauses match nothing: one C call each
-            for key in self._owners[word]:
-                kws = found.setdefault(key, [])
+        """Topic key → the keywords found for it in ``text`` (lower-cased), in the order found."""
+        return self.match_evidence_many([text])[0]
+
+    def match_evidence_many(self, texts: Sequence[str]) -> list[dict[str, list[str]]]:
+        """:meth:`match_evidence` of each text, from one compiled scan of them all
+        (``nlp.word_scan``): a batch's texts and their clauses, without a call per text."""
+        out: list[dict[str, list[str]]] = [{} for _ in texts]
+        if not self._owners or not texts:
+            return out
+        if self._scanner is None:
+            # the longest keyword at a position wins ("人工客服" over "客服"), as in a regex
+            # alternation of the keywords longest first
+            from nlp.word_scan import WordScanner
+
+            self._scanner = WordScanner(self._owners)
+        owners, words = self._owners, self._scanner.words
+        docs, _, found = self._scanner.scan([t.lower() for t in texts])
+        for i, j in zip(docs.tolist(), found.tolist(), strict=True):
+            word = words[j]
+            hits = out[i]
+            for key in owners[word]:
+                kws = hits.setdefault(key, [])
                 if word not in kws:
                     kws.append(word)
-        return found
+        return out
 
 
 def load_taxonomy(path: str | Path) -> Taxonomy:

@@ -131,11 +131,13 @@ def _warm_up_flows() -> None:
 
     from models.tfidf_kernel import warm_up as warm_up_kernels
     from nlp import keywords_many
+    from nlp.word_scan import WordScanner
     from pipelines.warehouse import warm_up_arrow
 
     warm_up_arrow()
     warm_up_kernels()
     keywords_many([["快递", "很快"]])   # its ranking kernel, and the IDF table
+    WordScanner(["快递"]).scan(["快递很快"])   # the taxonomy's keyword scan
 
 
 def _flows(fn: Callable[[], Any]) -> Any:

@@ -127,8 +127,10 @@ def suggest_topics(wh: Warehouse, settings: Settings, since_days: int | None = D
         for batch in batches:
             cols = batch.to_pydict()
             read += batch.num_rows
-            for fid, text, tokens in zip(cols["feedback_id"], cols["text"], cols["tokens"], strict=True):
-                if added.match(text):
+            covered = added.match_many(cols["text"])
+            for fid, text, tokens, topics in zip(cols["feedback_id"], cols["text"], cols["tokens"], covered,
+                                                 strict=True):
+                if topics:
                     continue
                 ids.append(fid)
                 texts.append(text)

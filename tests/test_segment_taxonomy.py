@@ -1,3 +1,5 @@
+import random
+import re
 from pathlib import Path
 
 import pytest
@@ -5,6 +7,9 @@ import pytest
 from models.predict import analysis_version
 from nlp import TaxonomyError, corpus_keywords, default_segmenter, default_taxonomy, keywords, load_taxonomy
 from nlp.segment import ENGINES, Segmenter, SegmenterError, segmenter_engine
+from nlp.taxonomy import Taxonomy, Topic
+from nlp.word_scan import WordScanner
+from nlp.wordlists import alternation
 
 REQUIRED = {"logistics", "product_quality", "customer_service", "after_sales", "price_fees", "packaging",
             "authenticity", "digital_experience", "wait_time", "environment", "food_taste", "marketing_sales",
@@ -100,6 +105,57 @@ def test_keyword_rules_match_topics() -> None:
     assert tax.match("半夜收到消费提醒,境外被刷了两千多") == ["security_privacy"]
     assert tax.match("境外消费的货币转换费收得不明不白") == ["price_fees"]
     assert tax.match("今天天气不错") == []
+
+
+def _random_texts(words: list[str], n: int, seed: int) -> list[str]:
+    """Texts glued from the words, pieces of them and other characters (overlaps, near misses,
+    a character outside the BMP, upper case), as the scanners' tests need."""
+    rng = random.Random(seed)
+    filler = list("的了很太不是，。！？ a") + ["😡", "Ａ", "APP", "App"]
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.randint(0, 12)):
+            w = rng.choice(words)
+            parts.append(rng.choice([w, w[:-1] or w, w[1:] or w, w.upper(), rng.choice(filler)]))
+        out.append("".join(parts))
+    return out
+
+
+def test_word_scanner_matches_as_the_regex_alternation_does() -> None:
+    words = ["快递", "快递员", "递员", "客服", "人工客服", "人工", "工客", "app", "😡气", "退款", "款到"]
+    scanner = WordScanner(words)
+    flat = re.compile(alternation(words))
+    texts = _random_texts(words, 3000, seed=1) + ["", "快递员工客服", "人工客服快递快递员"]
+    docs, starts, found = scanner.scan(texts)
+    got: list[list[tuple[int, str]]] = [[] for _ in texts]
+    for d, a, j in zip(docs.tolist(), starts.tolist(), found.tolist(), strict=True):
+        got[d].append((a, scanner.words[j]))
+    assert got == [[(m.start(), m.group()) for m in flat.finditer(t)] for t in texts]
+    assert sum(map(len, got)) > 3000
+
+
+def test_taxonomy_matches_a_batch_as_text_by_text_with_the_regex() -> None:
+    tax = default_taxonomy()
+    keywords = sorted({kw.lower() for t in tax for kw in t.keywords})
+    pattern = re.compile(alternation(keywords))
+    owners: dict[str, list[str]] = {}
+    for t in tax:
+        for kw in t.keywords:
+            owners.setdefault(kw.lower(), []).append(t.key)
+    texts = _random_texts(keywords, 2000, seed=2)
+    expected = []
+    for text in texts:
+        ev: dict[str, list[str]] = {}
+        for w in pattern.findall(text.lower()):
+            for key in owners[w]:
+                if w not in ev.setdefault(key, []):
+                    ev[key].append(w)
+        expected.append(ev)
+    assert tax.match_evidence_many(texts) == expected
+    assert [tax.match_evidence(t) for t in texts[:50]] == expected[:50]
+    assert tax.match_many(texts) == [[k for k in tax.keys if k in ev] for ev in expected]
+    assert Taxonomy([Topic("a", "A", "usage", "t", ())]).match_many(["快递", ""]) == [[], []]
 
 
 @pytest.mark.parametrize(("content", "message"), [
