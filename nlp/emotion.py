@@ -6,8 +6,9 @@ and the words that decided it (a negated hit keeps its negator, e.g. ``"不太�
 live in ``nlp/resources/emotion.yaml`` (data, not code; its header explains them): weighted
 words per emotion, negation (``不满意`` is not joy, ``不生气`` is not anger), degree words
 (``很``, ``有点``), intensifying suffixes (``烦死了``), contrast (``…, 但是 …`` weighs the later
-clause more) and exclamation marks (raise anger). All words are matched by one compiled
-alternation, leftmost-longest, so the cost barely grows with the lexicon.
+clause more) and exclamation marks (raise anger). The words are found leftmost-longest, as by a
+regex alternation of them, by one compiled scan of a whole batch (``nlp.word_scan``), so the cost
+barely grows with the lexicon.
 
 ``sentiment`` (``"neg"``/``"neu"``/``"pos"``, e.g. from the sentiment model) gates the result:
 joy is never returned for negative feedback, and anger, disappointment or anxiety never for
@@ -23,13 +24,16 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
-from itertools import chain
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from nlp.taxonomy import _UniqueKeyLoader
 from nlp.wordlists import trie_alternation as alternation  # the trie form: same matches, fewer compares
+
+if TYPE_CHECKING:   # imported when first used (see EmotionLexicon.matches_many)
+    from nlp.word_scan import WordScanner
 
 EMOTIONS = ("anger", "disappointment", "anxiety", "joy", "none")
 NONE = "none"
@@ -75,7 +79,7 @@ class EmotionLexicon:
                 self._entry[word] = (emotion, float(weight))
         for word in ignore:
             self._entry.setdefault(word, (_IGNORE, 0.0))
-        self._re = re.compile(alternation(self._entry)) if self._entry else None
+        self._scanner: WordScanner | None = None   # the words' scan, built when first used (it loads numba)
 
         self._flip = dict(DEFAULT_NEGATION_FLIP if negation_flip is None else negation_flip)
         self._neg_factor = float(negation_factor)
@@ -106,15 +110,32 @@ class EmotionLexicon:
         """The lexicon entries of one emotion (word → weight)."""
         return {w: wt for w, (e, wt) in self._entry.items() if e == emotion}
 
-    def scores(self, text: str) -> tuple[dict[str, float], dict[str, list[str]]]:
-        """Emotion → score and emotion → evidence words, before sentiment gating and threshold."""
+    def matches_many(self, texts: Sequence[str]) -> list[list[tuple[int, int, str]]]:
+        """Per text, the lexicon words in it as (start, end, word), leftmost-longest, in order."""
+        out: list[list[tuple[int, int, str]]] = [[] for _ in texts]
+        if not self._entry or not texts:
+            return out
+        if self._scanner is None:
+            from nlp.word_scan import WordScanner
+
+            self._scanner = WordScanner(self._entry)
+        words = self._scanner.words
+        docs, starts, found = self._scanner.scan(texts)
+        for d, a, j in zip(docs.tolist(), starts.tolist(), found.tolist(), strict=True):
+            out[d].append((a, a + len(words[j]), words[j]))
+        return out
+
+    def scores(self, text: str, matches: Sequence[tuple[int, int, str]] | None = None,
+               ) -> tuple[dict[str, float], dict[str, list[str]]]:
+        """Emotion → score and emotion → evidence words, before sentiment gating and threshold.
+        ``matches``: the text's :meth:`matches_many` when the caller found them for a batch."""
         scores = dict.fromkeys(_SCORED, 0.0)
         evidence: dict[str, list[str]] = {e: [] for e in _SCORED}
-        if self._re is None or not text:
+        if not text:
             return scores, evidence
-        matches = self._re.finditer(text)
-        first = next(matches, None)
-        if first is None:   # no lexicon word (a third of feedback): the contrast and past scans can wait
+        if matches is None:
+            matches = self.matches_many([text])[0]
+        if not matches:   # no lexicon word (a third of feedback): the contrast and past scans can wait
             return scores, evidence
         contrast_at = -1
         if self._contrast_re is not None:
@@ -125,12 +146,10 @@ class EmotionLexicon:
         if self._past_re is not None:
             past = [p.span(1) for p in self._past_re.finditer(text)]
         entry, window = self._entry, self._window
-        for m in chain((first,), matches):
-            word = m.group(0)
+        for start, end, word in matches:
             emotion, weight = entry[word]
             if not emotion:
                 continue
-            start, end = m.span()
             shown = word
             rev = text[max(0, start - window):start][::-1]
             pos = 0
@@ -160,10 +179,12 @@ class EmotionLexicon:
             scores["anger"] *= 1 + self._excl_per_mark * marks
         return scores, evidence
 
-    def classify(self, text: str, sentiment: str | None = None) -> tuple[str, list[str]]:
+    def classify(self, text: str, sentiment: str | None = None,
+                 matches: Sequence[tuple[int, int, str]] | None = None) -> tuple[str, list[str]]:
         """``(label, evidence words)``; label is one of :data:`EMOTIONS`. ``sentiment`` (``neg``,
-        ``neu`` or ``pos``) gates it: no joy for ``neg``, no anger/disappointment/anxiety for ``pos``."""
-        scores, evidence = self.scores(text)
+        ``neu`` or ``pos``) gates it: no joy for ``neg``, no anger/disappointment/anxiety for ``pos``.
+        ``matches``: as for :meth:`scores`."""
+        scores, evidence = self.scores(text, matches)
         if sentiment == "neg":
             scores["joy"] = 0.0
         elif sentiment == "pos":
@@ -181,12 +202,11 @@ class EmotionLexicon:
                       sentiments: Iterable[str | None] | None = None) -> list[tuple[str, list[str]]]:
         """:meth:`classify` over a batch (``sentiments`` aligned with ``texts`` when given)."""
         texts = list(texts)
-        if sentiments is None:
-            return [self.classify(t) for t in texts]
-        sents = list(sentiments)
+        sents = [None] * len(texts) if sentiments is None else list(sentiments)
         if len(sents) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(sents)} sentiments")
-        return [self.classify(t, s) for t, s in zip(texts, sents, strict=True)]
+        found = self.matches_many(texts)   # one scan for the batch
+        return [self.classify(t, s, m) for t, s, m in zip(texts, sents, found, strict=True)]
 
 
 def _number(value: object, what: str, source: str) -> float:

@@ -232,3 +232,27 @@ def test_trie_alternation_matches_the_flat_alternation(reverse: bool) -> None:
                 got = [(m.span(), m.groups()) for m in trie.finditer(t)]
                 assert got == [(m.span(), m.groups()) for m in flat.finditer(t)], (name, wrap, t)
                 assert trie.match(t) is None if flat.match(t) is None else trie.match(t).span() == flat.match(t).span()
+
+
+def test_the_batch_scan_finds_the_lexicon_words_the_flat_alternation_finds() -> None:
+    """``matches_many`` (one compiled scan per batch) against the longest-first regex alternation
+    of every lexicon word list, text by text; and a batch classified at once as text by text."""
+    from nlp.word_scan import WordScanner
+    from nlp.wordlists import alternation
+
+    rng = random.Random(11)
+    for name, words in _lexicon_lists().items():
+        chars = sorted({c for w in words for c in w}) + list("，,.!? 好很a")
+        texts = ["".join(rng.choice(chars) for _ in range(rng.randint(0, 30))) for _ in range(300)]
+        texts += ["".join(rng.choice(words) + rng.choice(["", "", "好", ","]) for _ in range(6)) for _ in range(300)]
+        flat = re.compile(alternation(words))
+        scanner = WordScanner(words)
+        docs, starts, found = scanner.scan(texts)
+        got: list[list[tuple[int, str]]] = [[] for _ in texts]
+        for d, a, j in zip(docs.tolist(), starts.tolist(), found.tolist(), strict=True):
+            got[d].append((a, scanner.words[j]))
+        assert got == [[(m.start(), m.group()) for m in flat.finditer(t)] for t in texts], name
+    lex = default_emotion_lexicon()
+    texts = ["太失望了，再也不来了！", "", "不生气", "非常满意，下次还来", "烦死了!!", "好"] * 3
+    sents = ["neg", "neu", "neu", "pos", "neg", None] * 3
+    assert lex.classify_many(texts, sents) == [lex.classify(t, s) for t, s in zip(texts, sents, strict=True)]
