@@ -55,6 +55,20 @@ class _WordAnalyzer:
 
 
 _WHITE_SPACES = re.compile(r"\s\s+")   # scikit-learn's char analyzer collapses these to one space
+_SEP = "\x00"   # joins a batch's texts (see char_docs): no whitespace, its own lower case, cased neither way
+
+
+def char_docs(texts: Sequence[str]) -> list[str]:
+    """The texts as scikit-learn's char analyzer reads them: lower-cased, runs of whitespace as one
+    space. The batch is joined and done in three calls, not two per text (a third of a 60-character
+    review's look-ups cost): the separator is no whitespace, so no run spans two texts, and as
+    neither a cased nor a case-ignorable character it bounds ``lower``'s final-sigma context as
+    the end of a text does."""
+    texts = texts if isinstance(texts, list) else list(texts)
+    joined = _SEP.join(texts)
+    if len(texts) < 2 or joined.count(_SEP) != len(texts) - 1:   # a text holds the separator itself
+        return [_WHITE_SPACES.sub(" ", t.lower()) for t in texts]
+    return _WHITE_SPACES.sub(" ", joined.lower()).split(_SEP)
 
 
 def _vocabulary(vec: TfidfVectorizer) -> dict[str, int]:
@@ -170,7 +184,7 @@ class TextFeatures:
             return x if coef_t is None else np.asarray(x @ coef_t)
         index, weighting = kernel
         if which == "char":
-            docs = [_WHITE_SPACES.sub(" ", t.lower()) for t in docs]
+            docs = char_docs(docs)
         indptr, ids = index.ids(docs)
         return (weighting.rows(indptr, ids, len(weighting.idf)) if coef_t is None
                 else weighting.scores(indptr, ids, coef_t))

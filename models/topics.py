@@ -96,8 +96,12 @@ class TopicModel:
 
     def decide(self, proba: np.ndarray) -> list[list[str]]:
         """Keys above their threshold, per row (in ``keys`` order)."""
-        hits = proba >= self.thresholds
-        return [[self.keys[j] for j in np.flatnonzero(row)] for row in hits]
+        out: list[list[str]] = [[] for _ in range(len(proba))]
+        keys = self.keys
+        rows, cols = np.nonzero(proba >= self.thresholds)   # row by row, each row's keys in order
+        for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
+            out[i].append(keys[j])
+        return out
 
     def top_features(self, key: str, k: int = 12) -> list[str]:
         names = self.features.names()

@@ -213,3 +213,21 @@ def test_the_clis_warm_up_loads_the_kernels_a_model_then_uses() -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     before, after = r.stdout.strip().splitlines()[-1].split("] [")
     assert "0" not in before.strip("[").split(", ") and before.strip("[") == after.strip("]"), r.stdout
+
+
+def test_char_docs_of_a_batch_are_each_texts_own() -> None:
+    """The char analyzer's input made for a joined batch equals it made text by text, with the
+    characters whose lower case depends on their neighbours (final sigma, case-ignorables)."""
+    import random
+    import re
+
+    from models.features import char_docs
+
+    rng = random.Random(3)
+    alphabet = list("ΣσςAaİIıΑΒ  \t\n\u3000快递好ǅǈ") + ["\u0345", "\u00ad", "'"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(20000)]
+    texts[5] = "a\x00b"   # the separator itself: text by text
+    ref = [re.sub(r"\s\s+", " ", t.lower()) for t in texts]
+    assert char_docs(texts) == ref
+    assert [d for i in range(0, len(texts), 7) for d in char_docs(texts[i:i + 7])] == ref
+    assert char_docs([]) == [] and char_docs(("ΑΣ",)) == ["ας"]
