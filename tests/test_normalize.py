@@ -42,7 +42,8 @@ def _every_step(text: str) -> str:
 
 _PIECES = st.sampled_from(["這個", "产品", "ＡＢＣ", "１２３", "，", "！", " ", "\u3000", "\t", "\n", "\u200b",
                            "\ufeff", "\x00", "\ud800", "http://", "HTTPS://", "Www.", "www.", "wWw", "://",
-                           "example.com", "ﬁ", "①", "ｗｗｗ．", "<URL>", "ſ", "é", "e\u0301", "é"])
+                           "example.com", "ﬁ", "①", "ｗｗｗ．", "<URL>", "ſ", "é", "e\u0301", "é",
+                           "Ａ\u0301", "\u0301", "™", "…", "～", "\uff61", "\u2002", "𝐀"])
 
 
 @given(st.lists(st.one_of(_PIECES, st.text(max_size=3)), max_size=12).map("".join))
