@@ -224,7 +224,7 @@ def child_components(csv_path: Path, anchor_rows: int, log: Callable[[str], None
     from models.predict import Analyzer
     from nlp.segment import _BLOCK_RE, default_segmenter
     from pipelines.config import worker_count
-    from pipelines.enrich import CHUNK_ROWS, MIN_CHUNK_ROWS, _score_chunk, write_nlp
+    from pipelines.enrich import _score_chunk, chunk_bounds, write_nlp
     from pipelines.warehouse import Warehouse
 
     texts = read_csv_texts(csv_path, COMPONENT_CAP)
@@ -289,9 +289,8 @@ def child_components(csv_path: Path, anchor_rows: int, log: Callable[[str], None
     stages.append(rec)
 
     workers = worker_count()
-    chunk = min(CHUNK_ROWS, max(MIN_CHUNK_ROWS, -(-n // (4 * workers))))   # as enrich_pending chooses
-    work = [([f"r{i:08d}" for i in range(s, min(s + chunk, n))], texts[s:s + chunk], "bench")
-            for s in range(0, n, chunk)]
+    work = [([f"r{i:08d}" for i in range(s, s + k)], texts[s:s + k], "bench")
+            for s, k in chunk_bounds(n, workers)]   # as enrich_pending cuts them
     seg._cache.clear()
 
     def analyze_with(workers: int) -> list[pa.Table]:
