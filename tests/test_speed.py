@@ -231,3 +231,16 @@ def test_char_docs_of_a_batch_are_each_texts_own() -> None:
     assert char_docs(texts) == ref
     assert [d for i in range(0, len(texts), 7) for d in char_docs(texts[i:i + 7])] == ref
     assert char_docs([]) == [] and char_docs(("ΑΣ",)) == ["ας"]
+
+
+def test_chunk_bounds_cover_the_rows_in_order_large_first_small_last() -> None:
+    from pipelines.enrich import CHUNK_ROWS, MIN_CHUNK_ROWS, chunk_bounds
+
+    for rows, workers in ((100_000, 2), (1_000_000, 4), (12_345, 2), (1_500, 2), (999, 8), (0, 2)):
+        bounds = chunk_bounds(rows, workers)
+        assert [a for a, _ in bounds] == [sum(k for _, k in bounds[:i]) for i in range(len(bounds))]
+        assert sum(k for _, k in bounds) == rows
+        sizes = [k for _, k in bounds]
+        assert all(MIN_CHUNK_ROWS <= k <= CHUNK_ROWS for k in sizes[:-1]) and sizes == sorted(sizes, reverse=True)
+    assert chunk_bounds(100_000, 2)[0][1] == CHUNK_ROWS and chunk_bounds(100_000, 2)[-2][1] == MIN_CHUNK_ROWS
+    assert chunk_bounds(250, 2, chunk_rows=100) == [(0, 100), (100, 100), (200, 50)]
