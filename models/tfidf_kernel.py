@@ -29,10 +29,10 @@ import numba as nb
 import numpy as np
 import scipy.sparse as sp
 
-from nlp.codepoints import codepoints, offsets, packed_words
+from nlp.codepoints import CODEPOINT_BITS, codepoints, offsets, packed_words
 from nlp.int_table import EMPTY, build_table, slot, table_bits
 
-BITS = 21                          # every code point fits (max 0x10FFFF)
+BITS = CODEPOINT_BITS
 MAX_CHAR_N = 3                     # 3 × 21 bits in an int64
 _KEY_MASK = np.int64(0x7FFF_FFFF_FFFF_FFFF)
 

@@ -9,6 +9,8 @@ from typing import overload
 
 import numpy as np
 
+CODEPOINT_BITS = 21   # every code point fits (max 0x10FFFF): keys pack code points this many bits each
+
 
 def codepoints(text: str) -> np.ndarray:
     """The code points of ``text`` as int64 (lone surrogates kept, one each, as ``len`` counts them)."""

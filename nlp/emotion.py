@@ -113,16 +113,14 @@ class EmotionLexicon:
     def matches_many(self, texts: Sequence[str]) -> list[list[tuple[int, int, str]]]:
         """Per text, the lexicon words in it as (start, end, word), leftmost-longest, in order."""
         out: list[list[tuple[int, int, str]]] = [[] for _ in texts]
-        if not self._entry or not texts:
+        if not self._entry:
             return out
         if self._scanner is None:
             from nlp.word_scan import WordScanner
 
             self._scanner = WordScanner(self._entry)
-        words = self._scanner.words
-        docs, starts, found = self._scanner.scan(texts)
-        for d, a, j in zip(docs.tolist(), starts.tolist(), found.tolist(), strict=True):
-            out[d].append((a, a + len(words[j]), words[j]))
+        for d, a, word in self._scanner.found(texts):
+            out[d].append((a, a + len(word), word))
         return out
 
     def scores(self, text: str, matches: Sequence[tuple[int, int, str]] | None = None,

@@ -89,8 +89,7 @@ class Taxonomy:
 
     def match(self, text: str) -> list[str]:
         """Topic keys whose keywords occur in ``text`` (taxonomy order)."""
-        hits = self.match_evidence(text)
-        return [k for k in self.topics if k in hits]
+        return self.match_many([text])[0]
 
     def match_many(self, texts: Sequence[str]) -> list[list[str]]:
         """:meth:`match` of each text, from one scan (see :meth:`match_evidence_many`)."""
@@ -113,10 +112,8 @@ class Taxonomy:
             from nlp.word_scan import WordScanner
 
             self._scanner = WordScanner(self._owners)
-        owners, words = self._owners, self._scanner.words
-        docs, _, found = self._scanner.scan([t.lower() for t in texts])
-        for i, j in zip(docs.tolist(), found.tolist(), strict=True):
-            word = words[j]
+        owners = self._owners
+        for i, _, word in self._scanner.found([t.lower() for t in texts]):
             hits = out[i]
             for key in owners[word]:
                 kws = hits.setdefault(key, [])

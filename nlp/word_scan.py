@@ -11,15 +11,15 @@ batch (``tests/test_segment_taxonomy.py`` compares the two on random texts)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numba as nb
 import numpy as np
 
-from nlp.codepoints import codepoints, offsets
+from nlp.codepoints import CODEPOINT_BITS, codepoints, offsets
 from nlp.int_table import EMPTY, build_table, slot, table_bits
 
-_BITS = 21                               # every code point fits
+_BITS = CODEPOINT_BITS
 
 
 @nb.njit(cache=True, nogil=True)
@@ -98,6 +98,16 @@ class WordScanner:
         for (node, cp), child in nodes.items():
             if node == 0 and cp < len(self._root):
                 self._root[cp] = child
+
+    def found(self, texts: Sequence[str]) -> Iterator[tuple[int, int, str]]:
+        """Every match in ``texts`` as (text index, start within the text, word): :meth:`scan` in
+        Python values."""
+        if not texts:
+            return
+        words = self.words
+        docs, starts, found = self.scan(texts)
+        for d, a, j in zip(docs.tolist(), starts.tolist(), found.tolist(), strict=True):
+            yield d, a, words[j]
 
     def scan(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every match in ``texts``, in text order then position: (text index, start within the text,
