@@ -6,12 +6,13 @@ For each size, the 60-character reviews of ``pipeline_speed.py`` (``make_texts``
 cut into pieces, replicated with one 汉字 changed per run of characters past the first 68,702) are
 written as one CSV with a timestamp a second apart, then ``cxloop run FILE --model baseline`` runs on
 a fresh ``CXLOOP_HOME`` as an operator would start it: a new process, Prefect's temporary local API,
-ingest → enrich → pain points → alerts → backlog → verify → report → topic suggestions. Then the same
-command again with nothing new. Measured from outside: wall time, and peak memory of the whole
-process tree (the CLI, its enrich workers, the temporary Prefect server), sampled every 100 ms as the
-sum of each process's PSS; from the warehouse's ``runs`` table, the seconds of each flow; from Prefect's
-log lines, where the wall time went (start-up until the temporary API is launched, the API starting
-alongside cxloop's imports and checks, the flow runs, stopping: :func:`phases`). Growth is
+ingest → enrich → pain points → alerts → backlog → verify → report → topic suggestions. Then the
+same command again with nothing new. Measured from outside: wall time, and peak memory of the whole
+process tree (the CLI, its enrich workers, the temporary Prefect server), the sum of each process's
+PSS, sampled every 50 ms or as the readings' cost allows (``pipeline_speed.PeakRSS``); from the
+warehouse's ``runs`` table, the seconds of each flow; from Prefect's log lines, where the wall time
+went (start-up until the temporary API is launched, the API starting alongside cxloop's imports and
+checks, the flow runs, stopping: :func:`phases`). Growth is
 the time per row at the largest size ÷ at the smallest (1.00 = linear). JSON goes to
 ``benchmarks/results/main_job_scale.json``; exit status 2 when the data file is missing.
 """
@@ -26,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,48 +35,27 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 from ingest_enrich import default_data_dir, machine_info  # noqa: E402
-from pipeline_speed import DATA_FILE, _children, _rss_kib, make_texts, write_csv  # noqa: E402
+from pipeline_speed import DATA_FILE, PeakRSS, make_texts, write_csv  # noqa: E402
 
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "main_job_scale.json"
 CXLOOP = Path(sys.executable).parent / "cxloop"
 
 
-def _tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(int(c) for c in _children(p))
-    return out
-
-
 def run_measured(cmd: list[str], env: dict[str, str],
                  samples: list[tuple[float, int]] | None = None) -> tuple[float, float, int, dict[str, float] | None]:
     """(seconds, peak MiB of the process tree, exit status, :func:`phases`) of ``cmd``; ``samples``
-    receives (epoch seconds, KiB) every 100 ms."""
+    receives (epoch seconds, KiB) of each reading (:class:`pipeline_speed.PeakRSS`, here read
+    whatever the peak so far, every 50 ms or as the readings' cost allows)."""
     started = time.time()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.wait(0.1):
-            kib = sum(_rss_kib(p) for p in _tree(proc.pid))
-            peak = max(peak, kib)
-            if samples is not None:
-                samples.append((time.time(), kib))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    peak = PeakRSS(proc.pid, samples=samples, series=True)
     _, stderr = proc.communicate()
     seconds = time.perf_counter() - t0
-    done.set()
-    sampler.join()
+    peak.stop()
     if proc.returncode:
         print(stderr[-3000:], file=sys.stderr)
-    return seconds, peak / 1024, proc.returncode, phases(stderr, started, started + seconds)
+    return seconds, peak.peak_kib / 1024, proc.returncode, phases(stderr, started, started + seconds)
 
 
 _LOG_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) \| \w+\s*\| (.*)$", re.MULTILINE)
