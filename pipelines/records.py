@@ -25,7 +25,7 @@ import pyarrow as pa
 from models.parallel import ForkPool
 from nlp import dedup_key, normalize_text, redact
 from pipelines.config import worker_count
-from pipelines.sources import RawRow, SourceError, SourceFile, has_undecodable, mark_undecodable
+from pipelines.sources import CsvLayout, CsvLine, RawRow, SourceError, SourceFile, has_undecodable, mark_undecodable
 
 UNDATED_FLAGS = ("created_at_missing", "created_at_invalid")   # created_at is the ingest time, not the customer's
 
@@ -271,6 +271,11 @@ class _FileContext:
     run_id: str
     salt: bytes
     now: datetime
+    csv_layout: CsvLayout | None = None   # a CSV file's: turns the lines left unparsed into records
+
+    def record(self, item: RawRow | CsvLine) -> RawRow:
+        """The record of an item of the file (a CSV line left unparsed is parsed here)."""
+        return item if isinstance(item, RawRow) else self.csv_layout.row(item)  # type: ignore[union-attr]
 
 
 @dataclass
@@ -302,9 +307,10 @@ def _category(value: object) -> str | None:
     return _CATEGORIES[value]
 
 
-def _prepare_block(ctx: _FileContext, rows: list[RawRow]) -> _Block:
-    """Validate, normalise, redact and key each record of ``rows`` (in a worker, or in-process)."""
+def _prepare_block(ctx: _FileContext, items: list[RawRow | CsvLine]) -> _Block:
+    """Validate, normalise, redact and key each record of ``items`` (in a worker, or in-process)."""
     mapping = ctx.mapping
+    rows = [ctx.record(item) for item in items] if ctx.csv_layout is not None else items
     block = _Block(FEEDBACK_SCHEMA.empty_table(), [], [], [], [], [])
     fb_rows: list[dict] = []
 
@@ -380,10 +386,11 @@ def prepare_chunks(src: SourceFile, source: str, columns: ColumnMap, *, run_id: 
     ``CXLOOP_WORKERS``; a file of fewer than ``PARALLEL_MIN_BLOCKS`` blocks in-process): the per-record
     work (normalise, redact, parse, key) is Python that holds the GIL. This process reads the
     records, and finds duplicates in the order of the file, so the result does not depend on the
-    number of workers (``tests/test_sources_records.py``)."""
+    number of workers (``tests/test_sources_records.py``). Of a CSV file it reads only where each
+    record starts: plain lines are parsed by the workers (``SourceFile.items``)."""
     now = now or datetime.now()
     ctx = _FileContext(source, _redacted(source), columns.resolve(src), default_channel or "unknown",
-                       src.encoding, run_id, salt, now)
+                       src.encoding, run_id, salt, now, src.csv_layout if src.items is not None else None)
     seen: dict[str, int] = {}   # id → hash of its text key (not the text: a long file's ids stay small)
     parts: list[tuple[pa.Table, list[int]]] = []   # this chunk's stored rows: (a block's rows, which)
     q_rows: list[dict] = []
@@ -392,7 +399,8 @@ def prepare_chunks(src: SourceFile, source: str, columns: ColumnMap, *, run_id: 
     reasons: dict[str, int] = {}
     read = 0
 
-    def quarantine(row: RawRow, reason: str, payload: str | None = None) -> None:
+    def quarantine(item: RawRow | CsvLine, reason: str, payload: str | None = None) -> None:
+        row = ctx.record(item)
         kind = reason.split(":")[0]
         reasons[kind] = reasons.get(kind, 0) + 1
         q_rows.append({"quarantine_id": _hash("q", source, row.locator, reason), "source": source,
@@ -410,12 +418,12 @@ def prepare_chunks(src: SourceFile, source: str, columns: ColumnMap, *, run_id: 
         duplicates, flagged, reasons, read = 0, {}, {}, 0
         return out
 
-    blocks = _record_blocks(src.rows)
+    blocks = _record_blocks(src.rows if ctx.csv_layout is None else src.items)  # type: ignore[arg-type]
     first = list(itertools.islice(blocks, PARALLEL_MIN_BLOCKS))
     n = (worker_count() if workers is None else workers) if len(first) == PARALLEL_MIN_BLOCKS else 1
-    in_flight: deque[list[RawRow]] = deque()
+    in_flight: deque[list[RawRow | CsvLine]] = deque()
 
-    def submitted() -> Iterator[list[RawRow]]:
+    def submitted() -> Iterator[list[RawRow | CsvLine]]:
         for rows in itertools.chain(first, blocks):
             in_flight.append(rows)
             yield rows
@@ -450,7 +458,7 @@ def prepare_chunks(src: SourceFile, source: str, columns: ColumnMap, *, run_id: 
     yield chunk()
 
 
-def _record_blocks(rows: Iterable[RawRow]) -> Iterator[list[RawRow]]:
+def _record_blocks(rows: Iterable[RawRow | CsvLine]) -> Iterator[list[RawRow | CsvLine]]:
     it = iter(rows)
     while block := list(itertools.islice(it, BLOCK_ROWS)):
         yield block

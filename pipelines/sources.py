@@ -53,6 +53,25 @@ class RawRow:
         return RawRow, (self.locator, self.fields, self.error, self.raw)
 
 
+CsvLine = tuple[int, str]   # a CSV record left unparsed: its line number and the line (SourceFile.items)
+
+
+@dataclass(frozen=True)
+class CsvLayout:
+    """What a :data:`CsvLine` needs to become its :class:`RawRow` (:meth:`row`): the file's name
+    (for locators), its header as read, its delimiter."""
+
+    name: str
+    header: list[str]
+    delimiter: str
+
+    def row(self, item: CsvLine) -> RawRow:
+        """The RawRow the CSV reader yields for this line: the line split at the delimiter (it holds
+        no quote, so that is what ``csv`` does with it)."""
+        number, line = item
+        return _csv_row(f"{self.name}:{number}", line.rstrip("\r\n").split(self.delimiter), self.header, line)
+
+
 @dataclass
 class SourceFile:
     path: Path
@@ -61,6 +80,10 @@ class SourceFile:
     encoding: str | None
     columns: list[str]
     rows: Iterable[RawRow] = field(default_factory=list)   # Records when read from a file: iterate, don't index
+    # a CSV file's records with the plain ones left unparsed (CsvLine), for ingest's workers to parse
+    # (``csv_layout.row``); None for other files
+    items: Iterable[RawRow | CsvLine] | None = None
+    csv_layout: CsvLayout | None = None
 
     @property
     def name(self) -> str:
@@ -248,7 +271,8 @@ def read_file(path: str | Path) -> SourceFile:
         if suffix in CSV_SUFFIXES:
             enc = detect_file_encoding(p)
             delimiter = "\t" if suffix == ".tsv" else ","
-            return _opened(p, sha, size, enc, lambda: _csv_records(p, enc, delimiter))
+            return _opened(p, sha, size, enc, lambda unparsed=False: _csv_records(p, enc, delimiter, unparsed),
+                           delimiter=delimiter)
         if suffix in JSONL_SUFFIXES:
             enc = detect_file_encoding(p)
             return _opened(p, sha, size, enc, lambda: _jsonl_records(p, enc))
@@ -265,29 +289,42 @@ def read_file(path: str | Path) -> SourceFile:
 
 
 def _opened(path: Path, sha: str, size: int, encoding: str | None,
-            read: Callable[[], Iterator[RawRow | list[str]]]) -> SourceFile:
+            read: Callable[..., Iterator[RawRow | CsvLine | list[str]]], delimiter: str | None = None) -> SourceFile:
     """A SourceFile whose reader yields the column names (a list) among its records. The first
     pass reads up to them (a CSV or Excel header), or through the file (JSONL, whose columns are
-    every key any line has)."""
+    every key any line has). For a CSV file (``delimiter``), ``read(True)`` is the reader
+    that leaves plain lines unparsed (``SourceFile.items``)."""
     columns: dict[str, None] = {}
+    header: list[str] = []
     whole = path.suffix.lower() in JSONL_SUFFIXES
     for item in Records(path, read):
         if isinstance(item, list):
+            header = header or item
             columns.update(dict.fromkeys(item))
             if not whole:
                 break
     records = Records(path, lambda: (r for r in read() if isinstance(r, RawRow)))
-    return SourceFile(path, sha, size, encoding, list(columns), records)
+    if delimiter is None:
+        return SourceFile(path, sha, size, encoding, list(columns), records)
+    items = Records(path, lambda: (r for r in read(True) if not isinstance(r, list)))
+    return SourceFile(path, sha, size, encoding, list(columns), records, items, CsvLayout(path.name, header, delimiter))
 
 
 _MAX_CSV_RESTARTS = 100
 
 
-def _csv_records(path: Path, enc: str, delimiter: str) -> Iterator[RawRow | list[str]]:
+def _csv_records(path: Path, enc: str, delimiter: str,
+                 unparsed: bool = False) -> Iterator[RawRow | CsvLine | list[str]]:
     """A CSV/TSV file: its header (the first non-blank record, as a list), then one RawRow per
     record. The reader is strict about quotes: a quote that opens a field and never closes
     properly would otherwise swallow the lines after it into one text (rows silently merged);
-    instead its line is quarantined as ``unbalanced quote`` and reading resumes on the next line."""
+    instead its line is quarantined as ``unbalanced quote`` and reading resumes on the next line.
+
+    With ``unparsed``, a record after the header that is one line with no quote comes as
+    that line unparsed (a :data:`CsvLine`; :meth:`CsvLayout.row` makes it the same RawRow), and a
+    blank one not at all: ingest's workers parse such lines, its reading process only finds
+    where each record starts (3 instead of 6 µs a record, and a line pickles in a tenth of the time
+    a RawRow does)."""
     with path.open(encoding=enc, errors="cxloop-undecodable", newline="") as f:
         again: deque[str] = deque()   # lines to read once more (after an unbalanced quote) before the file's next
         taken: list[str] = []         # the lines of the record being read
@@ -309,6 +346,15 @@ def _csv_records(path: Path, enc: str, delimiter: str) -> Iterator[RawRow | list
             reader = csv.reader(lines(), delimiter=delimiter, strict=True)
             resume = False
             while True:
+                if unparsed and header is not None:   # at a record's start: a plain line is passed on as it is
+                    line = again.popleft() if again else f.readline()
+                    if line and '"' not in line:
+                        last += 1
+                        if line.replace(delimiter, "").strip():   # else blank: no record, as below
+                            yield last, line
+                        continue
+                    if line:
+                        again.appendleft(line)   # a quote in it: the csv reader reads it
                 start = last + 1
                 taken.clear()
                 try:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipelines.records import ColumnMap, parse_score, parse_timestamp, prepare_file
 from pipelines.sources import SourceError, discover, read_file
@@ -166,10 +169,10 @@ def test_a_file_is_read_as_its_records_are_iterated(tmp_path: Path) -> None:
 
 
 def test_parallel_preparation_gives_the_serial_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Records are prepared in blocks by worker processes while this process finds duplicates in
-    file order: every table and count equals the in-process result, for the sample data, the
-    bad-input corpus, and a file whose duplicates (the same text, or the same id with another
-    text) fall in other blocks and across chunk boundaries."""
+    """Records are prepared in blocks by worker processes while this process finds duplicates in file order:
+    every table and count equals the in-process result, and for a CSV file the result with every record parsed
+    by this process, for the sample data, the bad-input corpus, and a file whose duplicates (the same text, or
+    the same id with another text) fall in other blocks and across chunk boundaries."""
     from fixtures.bad_input import make_corpus
 
     import pipelines.records as records
@@ -202,11 +205,34 @@ def test_parallel_preparation_gives_the_serial_result(tmp_path: Path, monkeypatc
         except SourceError:
             continue
         parallel = prep(src_b, path.stem, 2)
-        assert len(serial) == len(parallel), path
-        for a, b in zip(serial, parallel, strict=True):
-            assert a.feedback.equals(b.feedback) and a.quarantine.equals(b.quarantine), path
-            assert (a.duplicates, a.flagged, a.reasons, a.read) == (b.duplicates, b.flagged, b.reasons, b.read), path
+        parsed = read_file(path)   # a CSV file's records all parsed by this process (no lines left to the workers)
+        parsed.items = None
+        for other in (parallel, prep(parsed, path.stem, 2)):
+            assert len(serial) == len(other), path
+            for a, b in zip(serial, other, strict=True):
+                assert a.feedback.equals(b.feedback) and a.quarantine.equals(b.quarantine), path
+                assert (a.duplicates, a.flagged, a.reasons, a.read) == (b.duplicates, b.flagged, b.reasons, b.read), \
+                    path
         compared += sum(p.read for p in serial)
     d = _prep(dup)
     assert d.duplicates > 30 and "duplicate id" in " ".join(d.quarantine.column("reason").to_pylist())
     assert compared > 300
+
+
+_CSV_PIECES = st.sampled_from([",", '"', '""', "\n", "\r\n", "\r", "\t", " ", "\x00", "a", "好评", "\u2028", "1",
+                               "\udcff"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.lists(_CSV_PIECES, max_size=60).map("".join), tsv=st.booleans())
+def test_csv_lines_left_unparsed_become_the_records_the_reader_gives(body: str, tsv: bool) -> None:
+    """``SourceFile.items`` leaves a CSV file's plain lines (no quote) for the workers to
+    parse: each such line, parsed by ``CsvLayout.row``, is the record the csv reader gives, in the
+    same place among the others, on any text (quotes left open, blank lines, NULs, every line end)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / ("f.tsv" if tsv else "f.csv")
+        path.write_text(("id\ttext\n" if tsv else "id,text\n") + body, encoding="utf-8", errors="surrogateescape",
+                        newline="")
+        src = read_file(path)
+        assert src.csv_layout is not None and src.items is not None
+        assert [src.csv_layout.row(i) if isinstance(i, tuple) else i for i in src.items] == list(src.rows)
