@@ -157,7 +157,7 @@ class PeakRSS:
     PSS, summed. PSS is read from ``smaps_rollup``, which walks the process's page tables: about
     9 ms for a worker with the analyzer loaded, while it holds the process's memory map lock.
     Read every 50 ms, as this benchmark did until 2026-11-25, that took half a core from the
-    measured run (3.4 s of system time per 100k-row pipeline, about 10 % of its wall time).
+    measured run (3.4 s of system time per 100k-row pipeline, on 2 cores the pipeline needs).
     So the tree's RSS (kernel counters, ~20 µs a process) is summed every ``tick`` seconds,
     and PSS is read only where it could be a new peak, that is where the RSS sum is above the peak
     so far (PSS ≤ RSS; ``series=True`` reads it regardless, for a time series), and at most
