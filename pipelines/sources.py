@@ -323,7 +323,7 @@ def _csv_records(path: Path, enc: str, delimiter: str,
     With ``unparsed``, a record after the header that is one line with no quote comes as
     that line unparsed (a :data:`CsvLine`; :meth:`CsvLayout.row` makes it the same RawRow), and a
     blank one not at all: ingest's workers parse such lines, its reading process only finds
-    where each record starts (2.4 instead of 6.3 µs a record, and a line pickles in a tenth of the
+    where each record starts (about 2.5× less time a record, and a line pickles in a tenth of the
     time a RawRow does)."""
     with path.open(encoding=enc, errors="cxloop-undecodable", newline="") as f:
         again: deque[str] = deque()   # lines to read once more (after an unbalanced quote) before the file's next
