@@ -310,7 +310,7 @@ def _category(value: object) -> str | None:
 def _prepare_block(ctx: _FileContext, items: list[RawRow | CsvLine]) -> _Block:
     """Validate, normalise, redact and key each record of ``items`` (in a worker, or in-process)."""
     mapping = ctx.mapping
-    rows = [ctx.record(item) for item in items] if ctx.csv_layout is not None else items
+    rows = [ctx.record(item) for item in items]
     block = _Block(FEEDBACK_SCHEMA.empty_table(), [], [], [], [], [])
     fb_rows: list[dict] = []
 
@@ -390,7 +390,7 @@ def prepare_chunks(src: SourceFile, source: str, columns: ColumnMap, *, run_id: 
     record starts: plain lines are parsed by the workers (``SourceFile.items``)."""
     now = now or datetime.now()
     ctx = _FileContext(source, _redacted(source), columns.resolve(src), default_channel or "unknown",
-                       src.encoding, run_id, salt, now, src.csv_layout if src.items is not None else None)
+                       src.encoding, run_id, salt, now, src.csv_layout)
     seen: dict[str, int] = {}   # id → hash of its text key (not the text: a long file's ids stay small)
     parts: list[tuple[pa.Table, list[int]]] = []   # this chunk's stored rows: (a block's rows, which)
     q_rows: list[dict] = []
@@ -418,7 +418,7 @@ def prepare_chunks(src: SourceFile, source: str, columns: ColumnMap, *, run_id: 
         duplicates, flagged, reasons, read = 0, {}, {}, 0
         return out
 
-    blocks = _record_blocks(src.rows if ctx.csv_layout is None else src.items)  # type: ignore[arg-type]
+    blocks = _record_blocks(src.rows if src.items is None else src.items)
     first = list(itertools.islice(blocks, PARALLEL_MIN_BLOCKS))
     n = (worker_count() if workers is None else workers) if len(first) == PARALLEL_MIN_BLOCKS else 1
     in_flight: deque[list[RawRow | CsvLine]] = deque()
