@@ -20,9 +20,11 @@ from nlp.segment import (
     SegmenterError,
     corpus_keywords,
     default_segmenter,
+    join_words,
     keywords,
     keywords_many,
     segmenter_engine,
+    split_words,
 )
 from nlp.taxonomy import Taxonomy, TaxonomyError, Topic, default_taxonomy, load_taxonomy
 from nlp.urgency import (
@@ -62,6 +64,7 @@ __all__ = [
     "detect_urgency",
     "is_plain_inquiry",
     "is_urgent",
+    "join_words",
     "keywords",
     "keywords_many",
     "load_emotion_lexicon",
@@ -74,4 +77,5 @@ __all__ = [
     "redact_many",
     "rules_fingerprint",
     "segmenter_engine",
+    "split_words",
 ]

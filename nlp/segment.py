@@ -244,6 +244,28 @@ class Segmenter:
         return out
 
 
+WORD_SEP = " "   # between the words of a text as stored (feedback_nlp.tokens)
+
+
+def join_words(docs: Sequence[Sequence[str]]) -> list[str]:
+    """Each text's words as one string, separated by :data:`WORD_SEP`: how ``feedback_nlp.tokens``
+    stores them (``string_split(tokens, ' ')`` in SQL, :func:`split_words` here, give the words back).
+    A :class:`Segmenter` never returns an empty word or one holding a space (jieba and rjieba cut
+    runs without whitespace, and :meth:`Segmenter.cut` drops the whitespace between them), so
+    nothing is lost; such a word anyway is a ``ValueError``, not a silent change of the words."""
+    out = [WORD_SEP.join(words) for words in docs]
+    for words, joined in zip(docs, out, strict=True):
+        if words and (joined.count(WORD_SEP) != len(words) - 1 or "" in words):
+            bad = next(w for w in words if not w or WORD_SEP in w)
+            raise ValueError(f"word {bad!r} is empty or holds a space: it cannot be stored space-separated")
+    return out
+
+
+def split_words(stored: str | None) -> list[str]:
+    """The words of a text as :func:`join_words` stored them ([] for none)."""
+    return stored.split(WORD_SEP) if stored else []
+
+
 def default_segmenter() -> Segmenter:
     """The process-wide segmenter with the shipped dictionary, for the engine ``CXLOOP_SEGMENTER`` names."""
     return _shared_segmenter(segmenter_engine())

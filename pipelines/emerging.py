@@ -33,7 +33,7 @@ import yaml
 from prefect import flow, task
 
 from models.emerging import CANDIDATE_PREFIX, discover_topics, theme_words
-from nlp import Taxonomy, TaxonomyError, load_taxonomy
+from nlp import Taxonomy, TaxonomyError, load_taxonomy, split_words
 from nlp.taxonomy import DEFAULT_TAXONOMY_PATH, JOURNEY_STAGES
 from pipelines.backlog import actor_name
 from pipelines.config import Settings
@@ -134,7 +134,7 @@ def suggest_topics(wh: Warehouse, settings: Settings, since_days: int | None = D
                     continue
                 ids.append(fid)
                 texts.append(text)
-                words.append([vocabulary.setdefault(w, w) for w in theme_words(tokens or [])])
+                words.append([vocabulary.setdefault(w, w) for w in theme_words(split_words(tokens))])
     found = discover_topics(ids, texts, words, min_size=min_size)
     uncovered = len(ids)
     del ids, texts, words, vocabulary

@@ -23,18 +23,15 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from collections.abc import Sequence
 from datetime import datetime
-from itertools import chain
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import flow, task
 
 from models.parallel import AnalyzerPool
 from models.predict import Analyzer, current_analysis_version
-from nlp.codepoints import codepoints, offsets
+from nlp.segment import join_words
 from pipelines import progress
 from pipelines.config import Settings, worker_count
 from pipelines.distributed import ClusterSettings, cluster_settings, staging_root, task_runner
@@ -63,7 +60,7 @@ def chunk_bounds(rows: int, workers: int, chunk_rows: int | None = None) -> list
 
 
 NLP_SCHEMA = pa.schema([
-    ("feedback_id", pa.string()), ("tokens", pa.list_(pa.string())), ("keywords", pa.list_(pa.string())),
+    ("feedback_id", pa.string()), ("tokens", pa.string()), ("keywords", pa.list_(pa.string())),
     ("sentiment", pa.string()), ("sentiment_score", pa.float32()), ("p_neg", pa.float32()),
     ("p_neu", pa.float32()), ("p_pos", pa.float32()), ("topics", pa.list_(pa.string())),
     ("model_version", pa.string()), ("enriched_at", pa.timestamp("us")), ("run_id", pa.string()),
@@ -90,40 +87,14 @@ def sync_topics(wh: Warehouse, settings: Settings) -> None:
         Warehouse.insert_arrow(con, "topics", rows)
 
 
-_WORD_LISTS = ("tokens", "keywords")   # the list<string> columns with most strings
-
-
 def enrich_batch(analyzer: Analyzer, ids: list[str], texts: list[str], run_id: str) -> pa.Table:
-    """NLP columns for one batch, as an Arrow table in the ``feedback_nlp`` layout."""
+    """NLP columns for one batch, as an Arrow table in the ``feedback_nlp`` layout: the words
+    space-separated in one string per text (``nlp.segment.join_words``; migration 006 says why)."""
     cols: dict[str, object] = dict(analyzer.analyze(texts))
-    for name in _WORD_LISTS:
-        cols[name] = string_lists(cols[name])   # type: ignore[arg-type]
+    cols["tokens"] = join_words(cols["tokens"])   # type: ignore[arg-type]
     now = datetime.now()
     return pa.table({"feedback_id": ids, **cols, "enriched_at": [now] * len(ids), "run_id": [run_id] * len(ids)},
                     schema=NLP_SCHEMA)
-
-
-def string_lists(lists: Sequence[Sequence[str]]) -> pa.Array:
-    """``pa.array(lists, pa.list_(pa.string()))``, built from one UTF-8 encoding of all the strings
-    joined. pyarrow encodes and caches each string's UTF-8 on its own: on a batch's words (35 per
-    review, each a new string from the segmenter) that was 5 µs per row, a twentieth of scoring.
-    Anything but lists of valid strings, or a batch past 32-bit offsets, goes through ``pa.array``."""
-    try:
-        flat = list(chain.from_iterable(lists))
-        joined = "".join(flat)
-        data = joined.encode("utf-8")
-    except (TypeError, UnicodeEncodeError):   # a None list, a non-string item, a lone surrogate
-        return pa.array(lists, pa.list_(pa.string()))
-    if len(data) >= 2**31 or len(flat) >= 2**31:
-        return pa.array(lists, pa.list_(pa.string()))
-    ends = offsets(map(len, flat), len(flat))   # each string's end, in characters
-    if len(data) != len(joined):   # not all ASCII: characters → bytes
-        cps = codepoints(joined)
-        at = np.zeros(len(cps) + 1, np.int64)
-        np.cumsum(1 + (cps >= 0x80) + (cps >= 0x800) + (cps >= 0x10000), out=at[1:])
-        ends = at[ends]
-    values = pa.StringArray.from_buffers(len(flat), pa.py_buffer(ends.astype(np.int32)), pa.py_buffer(data))
-    return pa.ListArray.from_arrays(pa.array(offsets(map(len, lists), len(lists)).astype(np.int32)), values)
 
 
 def _score_chunk(analyzer: Analyzer, chunk: tuple[list[str], list[str], str]) -> pa.Table:

@@ -151,13 +151,20 @@ _LAKE_REWRITES = [  # in this order
     (re.compile(r"\bPRIMARY\s+KEY\b", re.IGNORECASE), "NOT NULL"),                      # column key
     (re.compile(r"\s+UNIQUE\b(?!\s*\()", re.IGNORECASE), ""),                           # column UNIQUE
     (re.compile(r"\bNOT\s+NULL\s+NOT\s+NULL\b", re.IGNORECASE), "NOT NULL"),          # key that was NOT NULL
+    # a column's type changed with an expression, which DuckLake refuses: a new column takes the
+    # values, the old one goes, the new one takes its name (and moves to the end of the table)
+    (re.compile(r"\bALTER\s+TABLE\s+(\w+)\s+ALTER\s+(?:COLUMN\s+)?(\w+)\s+(?:SET\s+DATA\s+)?TYPE\s+([^;]+?)"
+                r"\s+USING\s+([^;]+?)\s*;", re.IGNORECASE),
+     r"ALTER TABLE \1 ADD COLUMN \2__retyped \3; UPDATE \1 SET \2__retyped = \4; "
+     r"ALTER TABLE \1 DROP COLUMN \2; ALTER TABLE \1 RENAME COLUMN \2__retyped TO \2;"),
 ]
 
 
 def lake_sql(sql: str) -> str:
     """A migration translated for DuckLake, which rejects PRIMARY KEY, UNIQUE and indexes: table
     keys and indexes are dropped, a column key becomes NOT NULL (a key never held NULLs) and a column
-    UNIQUE is dropped; comments go, string literals stay as they are. Uniqueness is then kept by
+    UNIQUE is dropped; ``ALTER … TYPE … USING`` becomes add, fill, drop and rename (the column then comes
+    last); comments go, string literals stay as they are. Uniqueness is then kept by
     cxloop's writes (:meth:`Warehouse.insert_arrow` with ``on_conflict='ignore'``,
     :meth:`Warehouse.upsert_arrow`, ``MERGE INTO``). Sequences have no DuckLake equivalent: a
     migration using one is refused here rather than half-applied."""

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from models.emerging import _ctfidf, candidate_id, discover_topics
-from nlp import default_segmenter, default_taxonomy, load_taxonomy
+from nlp import default_segmenter, default_taxonomy, join_words, load_taxonomy
 from pipelines.config import Settings
 from pipelines.emerging import (
     CandidateError,
@@ -141,7 +141,7 @@ def build_warehouse(db: Path, extra: list[tuple[str, str, str, int]] | None = No
             con.execute("INSERT INTO feedback_nlp (feedback_id, tokens, keywords, sentiment, sentiment_score, p_neg, "
                         "p_neu, p_pos, topics, model_version, enriched_at, run_id) "
                         "VALUES (?, ?, [], ?, 0, 0, 0, 0, ?, 'test', ?, 'r0')",
-                        [fid, seg.cut(text), sentiment, tax.match(text), now])
+                        [fid, join_words([seg.cut(text)])[0], sentiment, tax.match(text), now])
         for t in tax:  # as enrich's sync_topics leaves it
             con.execute("INSERT INTO topics VALUES (?, ?, ?, ?, ?)", [t.key, t.name, t.stage, t.team, list(t.keywords)])
     return wh

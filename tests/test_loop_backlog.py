@@ -224,7 +224,7 @@ def test_a_cell_too_big_to_split_is_computed_within_a_small_memory_cap(tmp_path:
         "customer_key": [f"c{i % 5000}" for i in range(n)], "text": texts, "text_key": texts,
         "flags": [[] for _ in range(n)], "ingested_at": created, "run_id": ["b"] * n})
     nlp = pa.table({
-        "feedback_id": ids, "tokens": [[] for _ in range(n)],
+        "feedback_id": ids, "tokens": [""] * n,
         "keywords": [[f"词{i % 997}", f"词{i % 389}", f"词{i % 61}", "质量", f"词{i % 13}"] for i in range(n)],
         "sentiment": sentiment, "sentiment_score": [-0.8 if s == "neg" else 0.8 for s in sentiment],
         "p_neg": [0.1] * n, "p_neu": [0.1] * n, "p_pos": [0.1] * n, "topics": [["product_quality"]] * n,

@@ -53,7 +53,7 @@ def write(db: Path, rows: list[dict], model_version: str = MODEL) -> Warehouse:
                          r.get("flags", []), now])
             score = {"neg": -0.8, "neu": 0.0, "pos": 0.8}[r["sentiment"]]
             reasons = detect_urgency(r["text"]) if r["sentiment"] != "pos" else []
-            con.execute("INSERT INTO feedback_nlp BY NAME SELECT ? AS feedback_id, [] AS tokens, ? AS keywords, "
+            con.execute("INSERT INTO feedback_nlp BY NAME SELECT ? AS feedback_id, '' AS tokens, ? AS keywords, "
                         "? AS sentiment, ? AS sentiment_score, 0.1 AS p_neg, 0.1 AS p_neu, 0.1 AS p_pos, "
                         "? AS topics, ? AS model_version, ? AS enriched_at, 'build' AS run_id, "
                         "CAST(? AS STRUCT(topic VARCHAR, sentiment VARCHAR, score FLOAT)[]) AS topic_sentiments, "

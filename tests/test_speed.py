@@ -10,7 +10,6 @@ from pathlib import Path
 
 import jieba
 import numpy as np
-import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,9 +21,9 @@ from models.registry import load_sentiment_model, load_topic_model, resolve_mode
 from nlp import Segmenter, normalize_text
 from nlp.clauses import split_clauses
 from nlp.codepoints import PackedWords
-from nlp.segment import _PLACEHOLDER_RE
+from nlp.segment import _PLACEHOLDER_RE, WORD_SEP, join_words, split_words
 from pipelines.config import Settings, worker_count
-from pipelines.enrich import enrich_pending, string_lists, sync_topics
+from pipelines.enrich import enrich_pending, sync_topics
 from pipelines.sources import iter_files, read_file
 from pipelines.warehouse import Warehouse
 
@@ -177,23 +176,21 @@ def test_parallel_enrich_stores_exactly_the_serial_rows(tmp_path: Path, home: Pa
     assert again == {"scored": 0, "model_version": one["model_version"]}
 
 
-_WORD = st.one_of(st.sampled_from(["快递", "a", "", "😀", "é", "<PHONE>", "12315"]), st.text(max_size=4))
+_WORD = st.one_of(st.sampled_from(["快递", "a", "😀", "é", "<PHONE>", "12315", "\t", "\u3000"]),
+                  st.text(min_size=1, max_size=4).filter(lambda w: WORD_SEP not in w))
 _WORDS = st.lists(st.lists(_WORD, max_size=6), max_size=8)
 
 
 @given(_WORDS)
-def test_word_lists_go_to_arrow_as_pyarrow_converts_them(lists: list[list[str]]) -> None:
-    # enrich builds its list<string> columns from one encoding of all the words: the same array
-    got = string_lists(lists)
-    got.validate(full=True)
-    assert got.equals(pa.array(lists, pa.list_(pa.string())))
+def test_stored_words_give_back_the_words(docs: list[list[str]]) -> None:
+    # feedback_nlp.tokens holds each text's words space-separated: split, they are the words again
+    assert [split_words(s) for s in join_words(docs)] == docs
 
 
-def test_word_lists_that_are_not_all_strings_still_convert() -> None:
-    for lists in ([None, ["a"]], [["a", None]]):
-        assert string_lists(lists).equals(pa.array(lists, pa.list_(pa.string())))
-    with pytest.raises(UnicodeEncodeError):   # as pyarrow refuses it
-        string_lists([["\ud800"]])
+@pytest.mark.parametrize("bad", [["快递", ""], ["快 递"], [""], ["a", " "]])
+def test_a_word_that_would_not_come_back_is_refused(bad: list[str]) -> None:
+    with pytest.raises(ValueError, match="empty or holds a space"):
+        join_words([["好"], bad])
 
 
 def test_the_clis_warm_up_loads_the_kernels_a_model_then_uses() -> None:
