@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nlp import redact
+from nlp import default_segmenter, redact, split_words
 from pipelines.warehouse import Warehouse
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -42,6 +42,16 @@ def test_main_job_stores_scores_ranks_and_fills_the_backlog(first_run: tuple[Pat
     assert any(r["topic"] == "digital_experience" for r in top)  # the App 8.2 spike leads
     # ingest, enrich, pain_points, verify, suggest_topics
     assert wh.scalar("SELECT count(*) FROM runs WHERE status = 'completed'") == 5
+
+
+def test_stored_tokens_split_into_the_segmenters_words(first_run: tuple[Path, dict]) -> None:
+    db, _ = first_run
+    rows = Warehouse(db).query("SELECT f.text, n.tokens, string_split(n.tokens, ' ') AS listed FROM feedback f "
+                               "JOIN feedback_nlp n USING (feedback_id)").to_pylist()
+    words = default_segmenter().cut_many([r["text"] for r in rows])
+    assert len(rows) > 800
+    assert [split_words(r["tokens"]) for r in rows] == words
+    assert [r["listed"] for r in rows if r["tokens"]] == [w for w in words if w]   # the same in SQL
 
 
 def test_the_gbk_file_reads_as_chinese(first_run: tuple[Path, dict]) -> None:

@@ -29,6 +29,14 @@ def old_db(tmp_path: Path) -> Path:
     return db
 
 
+def _as_migrated(before: dict[str, list[tuple]], cols: dict[str, list[str]]) -> dict[str, list[tuple]]:
+    """The old rows as the migrations leave them (sorted as ``old_schema.contents`` sorts): 006 stores
+    each text's words space-separated."""
+    at = cols["feedback_nlp"].index("tokens")
+    nlp = sorted(((*r[:at], " ".join(r[at]), *r[at + 1:]) for r in before["feedback_nlp"]), key=repr)
+    return {**before, "feedback_nlp": nlp}
+
+
 def test_previous_version_is_migrated_in_place_with_every_row(old_db: Path) -> None:
     cols = old_schema.columns(old_db)
     before = old_schema.contents(old_db, {t: c for t, c in cols.items() if t != "schema_migrations"})
@@ -37,12 +45,8 @@ def test_previous_version_is_migrated_in_place_with_every_row(old_db: Path) -> N
     with wh.connect():
         pass
     assert wh.schema_version() == LATEST
-    # 006 stores each text's words space-separated: the same words, one string
-    at = cols["feedback_nlp"].index("tokens")
-    before["feedback_nlp"] = sorted((*r[:at], " ".join(r[at]), *r[at + 1:]) for r in before["feedback_nlp"])
     after = old_schema.contents(old_db, {t: c for t, c in cols.items() if t != "schema_migrations"})
-    after["feedback_nlp"] = sorted(after["feedback_nlp"])
-    assert after == before
+    assert after == _as_migrated(before, cols)
     con = duckdb.connect(str(old_db), read_only=True)
     try:
         assert con.execute("SELECT count(*) FROM v_feedback WHERE sentiment IS NOT NULL").fetchone()[0] == 240
@@ -134,9 +138,5 @@ def test_killed_during_the_upgrade_then_reopened(old_db: Path, point: int) -> No
     with wh.connect():
         pass
     assert wh.schema_version() == LATEST
-    # 006 stores each text's words space-separated: the same words, one string
-    at = cols["feedback_nlp"].index("tokens")
-    before["feedback_nlp"] = sorted((*r[:at], " ".join(r[at]), *r[at + 1:]) for r in before["feedback_nlp"])
     after = old_schema.contents(old_db, {t: c for t, c in cols.items() if t != "schema_migrations"})
-    after["feedback_nlp"] = sorted(after["feedback_nlp"])
-    assert after == before
+    assert after == _as_migrated(before, cols)
