@@ -213,9 +213,18 @@ def _hash(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
-def feedback_id(source: str, source_id: str | None, text_key: str) -> str:
-    """Stable id: hash of (source, source_id), or of the normalised text when there is no id."""
-    return _hash("id", source, source_id) if source_id else _hash("text", text_key)
+def feedback_id(source: str, source_id: str | None, key: str) -> str:
+    """Stable id: hash of (source, source_id), or of the text's dedup key (``nlp.dedup_key``) when
+    there is no id."""
+    return _hash("id", source, source_id) if source_id else _hash("text", key)
+
+
+def text_key(key: str) -> str:
+    """``feedback.text_key``: the first 16 hex digits of the MD5 of a text's dedup key
+    (``nlp.dedup_key``), DuckDB's ``left(md5(key), 16)``, with which migration 007 converted the
+    keys stored before. Equal for texts that differ only in width, script, case, spacing or
+    punctuation; 16 characters a row instead of the text again (migration 007 says what that saves)."""
+    return hashlib.md5(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def pseudonymise(customer_id: str, salt: bytes) -> str:
@@ -282,12 +291,12 @@ class _FileContext:
 class _Block:
     """Records prepared on their own, duplicates not yet looked for (that needs the whole file, in
     order). Per record, ``outcome`` is the index of its row in ``feedback`` (and in ``ids``,
-    ``key_hashes``, ``flags``), or ``-1 - i`` when it was quarantined with
+    ``text_keys``, ``flags``), or ``-1 - i`` when it was quarantined with
     ``quarantined[i]`` (reason, payload)."""
 
     feedback: pa.Table
     ids: list[str]
-    key_hashes: list[int]
+    text_keys: list[str]
     flags: list[list[str]]
     outcome: list[int]
     quarantined: list[tuple[str, str]]
@@ -355,11 +364,12 @@ def _prepare_block(ctx: _FileContext, items: list[RawRow | CsvLine]) -> _Block:
         sid = _clean_str(get(mapping["source_id"])) if "source_id" in mapping else None
         key = dedup_key(red.text, normalized=True)
         fid = feedback_id(ctx.source, sid, key)
+        tkey = text_key(key)
         cust = _clean_str(get(mapping["customer_id"])) if "customer_id" in mapping else None
         extra = {k: v for k, v in row.fields.items() if k not in mapping.values()}
         block.outcome.append(len(fb_rows))
         block.ids.append(fid)
-        block.key_hashes.append(hash(key))   # workers are forked: the same string hashes alike in each
+        block.text_keys.append(tkey)
         block.flags.append(flags)
         fb_rows.append({
             # the id is hashed from the original values; what is stored is redacted
@@ -368,7 +378,7 @@ def _prepare_block(ctx: _FileContext, items: list[RawRow | CsvLine]) -> _Block:
                        or _redacted(ctx.channel_default),
             "product": _category(get(mapping["product"])) if "product" in mapping else None,
             "customer_key": pseudonymise(cust, ctx.salt) if cust else None,
-            "rating": rating, "nps": nps, "text": red.text, "text_key": key,
+            "rating": rating, "nps": nps, "text": red.text, "text_key": tkey,
             "pii_found": json.dumps(red.found) if red.found else None, "flags": flags,
             "meta": _meta_json(extra), "ingested_at": ctx.now, "run_id": ctx.run_id,
         })
@@ -391,7 +401,7 @@ def prepare_chunks(src: SourceFile, source: str, columns: ColumnMap, *, run_id: 
     now = now or datetime.now()
     ctx = _FileContext(source, _redacted(source), columns.resolve(src), default_channel or "unknown",
                        src.encoding, run_id, salt, now, src.csv_layout)
-    seen: dict[str, int] = {}   # id → hash of its text key (not the text: a long file's ids stay small)
+    seen: dict[str, str] = {}   # id → its text_key (not the text: a long file's ids stay small)
     parts: list[tuple[pa.Table, list[int]]] = []   # this chunk's stored rows: (a block's rows, which)
     q_rows: list[dict] = []
     duplicates = 0
@@ -445,13 +455,13 @@ def prepare_chunks(src: SourceFile, source: str, columns: ColumnMap, *, run_id: 
                     continue
                 fid = block.ids[o]
                 if fid in seen:
-                    if seen[fid] == block.key_hashes[o]:
+                    if seen[fid] == block.text_keys[o]:
                         duplicates += 1
                     else:
                         sid = block.feedback.column("source_id")[o].as_py()   # as stored: redacted
                         quarantine(row, f"duplicate id {sid!r} with a different text")
                     continue
-                seen[fid] = block.key_hashes[o]
+                seen[fid] = block.text_keys[o]
                 for f in block.flags[o]:
                     flagged[f] = flagged.get(f, 0) + 1
                 keep.append(o)

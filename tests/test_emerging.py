@@ -23,6 +23,7 @@ from pipelines.emerging import (
     list_candidates,
     suggest_topics,
 )
+from pipelines.records import text_key
 from pipelines.warehouse import Warehouse
 
 # Complaints about things the shipped taxonomy has no topic for (checked below).
@@ -137,7 +138,7 @@ def build_warehouse(db: Path, extra: list[tuple[str, str, str, int]] | None = No
         for fid, text, sentiment, days in rows:
             created = NEWEST - timedelta(days=days, hours=len(fid))
             con.execute("INSERT INTO feedback (feedback_id, source, created_at, channel, text, text_key, ingested_at, "
-                        "run_id) VALUES (?, 'test', ?, 'app', ?, ?, ?, 'r0')", [fid, created, text, fid, now])
+                        "run_id) VALUES (?, 'test', ?, 'app', ?, ?, ?, 'r0')", [fid, created, text, text_key(fid), now])
             con.execute("INSERT INTO feedback_nlp (feedback_id, tokens, keywords, sentiment, sentiment_score, p_neg, "
                         "p_neu, p_pos, topics, model_version, enriched_at, run_id) "
                         "VALUES (?, ?, [], ?, 0, 0, 0, 0, ?, 'test', ?, 'r0')",

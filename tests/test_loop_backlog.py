@@ -15,6 +15,7 @@ from test_loop_support import MODEL, START, rows_for, write
 from pipelines import backlog
 from pipelines.config import LoopConfig
 from pipelines.painpoints import Chunk, chunk_plan, compute_pain_points
+from pipelines.records import text_key
 from pipelines.verify import verify_items
 from pipelines.warehouse import Warehouse
 
@@ -221,7 +222,8 @@ def test_a_cell_too_big_to_split_is_computed_within_a_small_memory_cap(tmp_path:
     feedback = pa.table({
         "feedback_id": ids, "source": ["t"] * n, "source_id": [str(i) for i in range(n)], "created_at": created,
         "channel": [channels[i % 4] for i in range(n)], "product": [f"p{i % 5}" for i in range(n)],
-        "customer_key": [f"c{i % 5000}" for i in range(n)], "text": texts, "text_key": texts,
+        "customer_key": [f"c{i % 5000}" for i in range(n)], "text": texts,
+        "text_key": [text_key(t) for t in texts],
         "flags": [[] for _ in range(n)], "ingested_at": created, "run_id": ["b"] * n})
     nlp = pa.table({
         "feedback_id": ids, "tokens": [""] * n,

@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from nlp.urgency import detect_urgency
+from pipelines.records import text_key
 from pipelines.warehouse import Warehouse
 
 MODEL = "test-model-v1"
@@ -49,7 +50,7 @@ def write(db: Path, rows: list[dict], model_version: str = MODEL) -> Warehouse:
             topics = r["topic"] if isinstance(r["topic"], list) else [r["topic"]]
             con.execute("INSERT INTO feedback VALUES (?, 'test', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, 'build')",
                         [fid, str(n), created, r["channel"], r["product"], r.get("customer", f"c{n % 97}"),
-                         r.get("rating"), r.get("nps"), r["text"], f"{r['text']}#{n}", r.get("pii"),
+                         r.get("rating"), r.get("nps"), r["text"], text_key(f"{r['text']}#{n}"), r.get("pii"),
                          r.get("flags", []), now])
             score = {"neg": -0.8, "neu": 0.0, "pos": 0.8}[r["sentiment"]]
             reasons = detect_urgency(r["text"]) if r["sentiment"] != "pos" else []

@@ -13,6 +13,7 @@ from fixtures import old_schema
 
 from pipelines import warehouse
 from pipelines.painpoints import compute_pain_points
+from pipelines.records import text_key
 from pipelines.warehouse import Warehouse, WarehouseError, migrations
 
 LATEST = max(v for v, _, _ in migrations())
@@ -31,10 +32,13 @@ def old_db(tmp_path: Path) -> Path:
 
 def _as_migrated(before: dict[str, list[tuple]], cols: dict[str, list[str]]) -> dict[str, list[tuple]]:
     """The old rows as the migrations leave them (sorted as ``old_schema.contents`` sorts): 006 stores
-    each text's words space-separated."""
+    each text's words space-separated, 007 each text's dedup key as a 64-bit number (the one ingest
+    computes now)."""
     at = cols["feedback_nlp"].index("tokens")
     nlp = sorted(((*r[:at], " ".join(r[at]), *r[at + 1:]) for r in before["feedback_nlp"]), key=repr)
-    return {**before, "feedback_nlp": nlp}
+    at = cols["feedback"].index("text_key")
+    feedback = sorted(((*r[:at], text_key(r[at]), *r[at + 1:]) for r in before["feedback"]), key=repr)
+    return {**before, "feedback_nlp": nlp, "feedback": feedback}
 
 
 def test_previous_version_is_migrated_in_place_with_every_row(old_db: Path) -> None:

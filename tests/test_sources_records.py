@@ -7,13 +7,15 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.records import ColumnMap, parse_score, parse_timestamp, prepare_file
+from nlp import dedup_key
+from pipelines.records import ColumnMap, parse_score, parse_timestamp, prepare_file, text_key
 from pipelines.sources import SourceError, discover, read_file
 
 HEADER = "id,created_at,channel,rating,text\n"
@@ -98,6 +100,32 @@ def test_duplicates_in_one_file(tmp_path: Path) -> None:
     p = _prep(f)
     assert p.feedback.num_rows == 1 and p.duplicates == 1
     assert p.quarantine.column("reason").to_pylist() == ["duplicate id '1' with a different text"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(st.characters(exclude_categories=("Cs",)), max_size=40), min_size=1, max_size=20))
+def test_text_key_is_what_migration_007_stores(keys: list[str]) -> None:
+    """Ingest's text_key of a dedup key is the number migration 007 turned stored keys into, so a text
+    ingested before an upgrade and one ingested after it keep one key."""
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TABLE k (i INTEGER, key VARCHAR)")
+        con.executemany("INSERT INTO k VALUES (?, ?)", list(enumerate(keys)))
+        migrated = [v for _, v in con.execute("SELECT i, left(md5(key), 16) FROM k ORDER BY i").fetchall()]
+    finally:
+        con.close()
+    assert migrated == [text_key(k) for k in keys]
+
+
+def test_one_text_key_for_texts_that_differ_in_width_case_and_punctuation(tmp_path: Path) -> None:
+    f = tmp_path / "w.jsonl"
+    f.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n"
+                         for t in ("物流太慢了！ＡＢＣ", "物流太慢了!abc", "物流太慢了。。abc", "物流太快了 abc")),
+                 encoding="utf-8")
+    p = _prep(f)
+    stored = p.feedback.column("text_key").to_pylist()
+    assert p.feedback.num_rows == 2 and p.duplicates == 2   # no id: the same key is the same feedback
+    assert stored[0] == text_key(dedup_key("物流太慢了abc")) and stored[0] != stored[1] and len(stored[0]) == 16
 
 
 def test_column_mapping_errors_name_the_file(tmp_path: Path) -> None:
