@@ -69,13 +69,32 @@ def _to_ascii() -> dict[int, str]:
     return table
 
 
+@lru_cache(maxsize=1)
+def _to_ascii_runs() -> re.Pattern[str]:
+    """Runs of the characters :func:`_to_ascii` maps, as one character class of code point ranges."""
+    cps = sorted(_to_ascii())
+    ranges: list[tuple[int, int]] = []
+    for cp in cps:
+        if ranges and cp == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], cp)
+        else:
+            ranges.append((cp, cp))
+    return re.compile("[" + "".join(f"\\u{a:04x}-\\u{b:04x}" for a, b in ranges) + "]+")
+
+
+def _ascii_run(m: re.Match[str]) -> str:
+    return m.group().translate(_to_ascii())
+
+
 def _nfkc(text: str) -> str:
     """``unicodedata.normalize("NFKC", text)`` of a printable text, faster for Chinese feedback, whose
     full-width punctuation (，！？) is most of what NFKC changes: those characters are replaced
     by their decompositions first, which leaves the text's NFKD, so its NFKC, as it was; what is
     then NFKC already (most texts; the check costs a hundredth of normalising) is the result.
-    6.6 → 4 µs per 60-character review (``tests/test_normalize.py`` compares)."""
-    text = text.translate(_to_ascii())
+    The replacement runs on the runs of such characters a regular expression finds, not on every
+    character through ``str.translate``'s per-character look-up (4.1–4.8 → 2.1–2.5 µs per 60-character
+    review; 6.6 µs with NFKC itself; ``tests/test_normalize.py`` compares)."""
+    text = _to_ascii_runs().sub(_ascii_run, text)
     return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
 
 
