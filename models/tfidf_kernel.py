@@ -240,8 +240,10 @@ def _scores(indptr: np.ndarray, ids: np.ndarray, log1: np.ndarray, idf: np.ndarr
     return out
 
 
-def _terms(vocabulary: dict[str, int]) -> list[str]:
-    """The vocabulary's terms in feature order (term ``j`` is feature ``j``)."""
+def _terms(vocabulary: dict[str, int] | list[str]) -> list[str]:
+    """The vocabulary's terms in feature order (term ``j`` is feature ``j``); a list is that already."""
+    if isinstance(vocabulary, list):
+        return vocabulary
     ids = np.fromiter(vocabulary.values(), np.int64, len(vocabulary))
     if np.array_equal(ids, np.arange(len(ids))):   # a restored artifact's vocabulary: already in order
         return list(vocabulary)
@@ -257,7 +259,7 @@ class CharIndex:
     Code points are stored plus one, so no key is zero and n-grams of different lengths never share
     a key."""
 
-    def __init__(self, vocabulary: dict[str, int], lo: int, hi: int) -> None:
+    def __init__(self, vocabulary: dict[str, int] | list[str], lo: int, hi: int) -> None:
         if not 1 <= lo <= hi <= MAX_CHAR_N:
             raise ValueError(f"character n-grams {lo}–{hi}: the compiled path packs at most {MAX_CHAR_N}")
         self.lo, self.hi = lo, hi
@@ -289,7 +291,7 @@ class CharIndex:
 class WordIndex:
     """A fitted word vocabulary as a hash table of the words' code-point hashes (hits verified)."""
 
-    def __init__(self, vocabulary: dict[str, int]) -> None:
+    def __init__(self, vocabulary: dict[str, int] | list[str]) -> None:
         terms = _terms(vocabulary)
         self.term_cps = codepoints("".join(terms))
         self.term_starts = offsets(map(len, terms), len(terms))
