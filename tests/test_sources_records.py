@@ -200,7 +200,8 @@ def test_parallel_preparation_gives_the_serial_result(tmp_path: Path, monkeypatc
     """Records are prepared in blocks by worker processes while this process finds duplicates in file order:
     every table and count equals the in-process result, and for a CSV file the result with every record parsed
     by this process, for the sample data, the bad-input corpus, and a file whose duplicates (the same text, or
-    the same id with another text) fall in other blocks and across chunk boundaries."""
+    the same id with another text) fall in other blocks and across chunk boundaries; and a block taken whole
+    (``records._all_new``) gives what its records give one by one."""
     from fixtures.bad_input import make_corpus
 
     import pipelines.records as records
@@ -235,7 +236,10 @@ def test_parallel_preparation_gives_the_serial_result(tmp_path: Path, monkeypatc
         parallel = prep(src_b, path.stem, 2)
         parsed = read_file(path)   # a CSV file's records all parsed by this process (no lines left to the workers)
         parsed.items = None
-        for other in (parallel, prep(parsed, path.stem, 2)):
+        with monkeypatch.context() as m:   # every block a record at a time, none taken whole
+            m.setattr(records, "_all_new", lambda *_: False)
+            one_by_one = prep(read_file(path), path.stem, 2)
+        for other in (parallel, prep(parsed, path.stem, 2), one_by_one):
             assert len(serial) == len(other), path
             for a, b in zip(serial, other, strict=True):
                 assert a.feedback.equals(b.feedback) and a.quarantine.equals(b.quarantine), path
