@@ -164,8 +164,10 @@ def lake_sql(sql: str) -> str:
     """A migration translated for DuckLake, which rejects PRIMARY KEY, UNIQUE and indexes: table
     keys and indexes are dropped, a column key becomes NOT NULL (a key never held NULLs) and a column
     UNIQUE is dropped; ``ALTER … TYPE … USING`` becomes add, fill, drop and rename (the column then comes
-    last); comments go, string literals stay as they are. Uniqueness is then kept by
-    cxloop's writes (:meth:`Warehouse.insert_arrow` with ``on_conflict='ignore'``,
+    last, and nullable: DuckLake cannot set NOT NULL on a column it has just filled, so a NOT NULL
+    column is changed in place with an ``UPDATE`` instead, as migration 007 does; the shape test in
+    ``tests/test_lake.py`` catches one that is not); comments go, string literals stay as they are.
+    Uniqueness is then kept by cxloop's writes (:meth:`Warehouse.insert_arrow` with ``on_conflict='ignore'``,
     :meth:`Warehouse.upsert_arrow`, ``MERGE INTO``). Sequences have no DuckLake equivalent: a
     migration using one is refused here rather than half-applied."""
     literals: list[str] = []
