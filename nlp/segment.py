@@ -47,6 +47,7 @@ _RESOURCES = resources.files("nlp") / "resources"
 _TOKEN_OK_RE = re.compile(r"[\u4e00-\u9fffA-Za-z]")
 _PLACEHOLDER_RE = re.compile(r"<(?:URL|PHONE|ID|CARD|EMAIL)>")
 _BLOCK_RE = jieba.re_han_default   # the runs jieba cuts one at a time (its own split of a text)
+_SURROGATE_RE = re.compile("([\ud800-\udfff])")   # a lone surrogate: no UTF-8 for rjieba (normalised text has none)
 CACHE_SIZE = 100_000               # cached runs per Segmenter (a few tens of MB at most)
 
 ENGINES = ("jieba", "rjieba")
@@ -204,7 +205,11 @@ class Segmenter:
             return []
         if self._rust is not None:  # a whole text costs less than a Python split into runs
             # filterfalse keeps exactly the words ``not w.isspace()`` keeps, without a Python frame per word
-            return list(filterfalse(str.isspace, self._rust.cut(text, self.hmm)))
+            try:
+                return list(filterfalse(str.isspace, self._rust.cut(text, self.hmm)))
+            except UnicodeEncodeError:   # each lone surrogate a word of its own, as jieba cuts it
+                parts = _SURROGATE_RE.split(text)
+                return [w for i, part in enumerate(parts) for w in (self._words(part) if i % 2 == 0 else [part])]
         out: list[str] = []
         cache = self._cache
         for block in _BLOCK_RE.split(text):
