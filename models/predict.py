@@ -25,13 +25,14 @@ from __future__ import annotations
 import gc
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from models.ensemble import predict_in_context
+from models.features import SharedLookups
 from models.registry import (
     SentimentModel,
     encoder_dir_for,
@@ -141,6 +142,13 @@ class Analyzer:
     topic_model: TopicModel | None = None   # None: keyword rules only
     encoder: object | None = None          # the transformer a semantic topic model reads
     emotions: EmotionLexicon = field(default_factory=default_emotion_lexicon)
+    # the baseline sentiment model and the lexical topic model look each text up once for both
+    shared: SharedLookups | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        mine, theirs = getattr(self.model, "text_features", None), getattr(self.topic_model, "features", None)
+        if mine is not None and theirs is not None:
+            self.shared = SharedLookups.of(mine, theirs)
 
     @classmethod
     def load(cls, model: str | None = None, models_home: Path | None = None,
@@ -187,12 +195,14 @@ class Analyzer:
         embeddings = self.encoder.embed(texts, remember=True) if self.encoder is not None and len(texts) else None
         names = self.model.labels
         # a shared encoder reuses ``embeddings``
-        proba = neutral_inquiries(texts, self.model.predict_proba(texts, words), names)
+        with self.shared.primed(texts, words) if self.shared is not None and len(texts) else nullcontext():
+            raw = self.model.predict_proba(texts, words)
+            topics = self.topics_of(texts, words, embeddings)
+        proba = neutral_inquiries(texts, raw, names)
         labels = np.asarray(names)
         idx = {lab: i for i, lab in enumerate(names)}
         p_neg, p_neu, p_pos = (proba[:, idx[k]] for k in ("neg", "neu", "pos"))
         sentiment = labels[proba.argmax(axis=1)].tolist() if len(texts) else []
-        topics = self.topics_of(texts, words, embeddings)
         per_topic = topic_sentiments(texts, topics, proba,
                                      lambda xs, ws, ctx: neutral_inquiries(
                                          xs, predict_in_context(self.model, xs, ws, ctx), names),

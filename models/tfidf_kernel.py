@@ -6,7 +6,10 @@ vocabulary becomes a :class:`TermIndex`, an open-addressing hash table over inte
 * a character n-gram's key is its code points packed 21 bits each (n ≤ 3 fits an int64), so the
   key *is* the n-gram and a hit needs no further check;
 * a word's key is a 64-bit hash of its code points; the table keeps every term's code points, and
-  a hit counts only when they equal the token's (no collision can map a word to another's feature).
+  a hit counts only when they equal the token's (no collision can map a word to another's feature);
+* a key's value holds its feature id in up to two vocabularies (:func:`pack_ids`): two models that
+  read the same texts with the same analysers share one table, and one probe per n-gram or word
+  finds a text's features for both (``models.features.SharedLookups``).
 
 :func:`term_ids` turns a batch of texts (one array of code points and each text's offsets) into
 the feature ids of every in-vocabulary term, text by text. :func:`tfidf_rows` turns those into the
@@ -23,7 +26,7 @@ moves the cache where the package folder is read-only).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numba as nb
 import numpy as np
@@ -35,6 +38,7 @@ from nlp.int_table import EMPTY, build_table, slot, table_bits
 BITS = CODEPOINT_BITS
 MAX_CHAR_N = 3                     # 3 × 21 bits in an int64
 _KEY_MASK = np.int64(0x7FFF_FFFF_FFFF_FFFF)
+_LOW = np.int64(0xFFFF_FFFF)   # a table value's first-vocabulary part (see pack_ids)
 
 # Python's str.isspace() code points: a word token made only of these is dropped, as scikit-learn's
 # word analyzer (``models.features.word_ngrams``) drops it
@@ -58,48 +62,74 @@ def _word_keys(cps: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return keys
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _emit(value: np.int64, m: np.ndarray, out_a: np.ndarray, out_b: np.ndarray) -> None:
+    """Append a packed value's feature ids (see :func:`pack_ids`) to their outputs; ``m`` holds the counts."""
+    if value & _LOW:
+        out_a[m[0]] = (value & _LOW) - 1
+        m[0] += 1
+    if value >> 32:
+        out_b[m[1]] = (value >> 32) - 1
+        m[1] += 1
+
+
 @nb.njit(cache=True, nogil=True)
 def _char_ids(cps: np.ndarray, offsets: np.ndarray, lo: np.int64, hi: np.int64, table: np.ndarray,
-              shift: np.uint64, unigram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+              shift: np.uint64, unigram: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     n_docs = len(offsets) - 1
-    indptr = np.zeros(n_docs + 1, np.int64)
-    out = np.empty(max(np.int64(1), (hi - lo + 1) * len(cps)), np.int32)
+    indptr_a = np.zeros(n_docs + 1, np.int64)
+    indptr_b = np.zeros(n_docs + 1, np.int64)
+    size = max(np.int64(1), (hi - lo + 1) * len(cps))
+    out_a = np.empty(size, np.int32)
+    out_b = np.empty(size, np.int32)
+    m = np.zeros(2, np.int64)
     mask = len(table) - 1
     direct = len(unigram)
-    m = 0
     for d in range(n_docs):
         a, b = offsets[d], offsets[d + 1]
         for n in range(lo, hi + 1):
             for i in range(a, b - n + 1):
                 key = cps[i]
                 if n == 1 and key < direct:   # most characters: a small array, no hashing
-                    j = unigram[key]
-                else:
-                    for k in range(1, n):
-                        key = (key << BITS) | cps[i + k]
-                    s = slot(key, shift)
-                    j = -1
-                    while table[s, 0] != EMPTY:
-                        if table[s, 0] == key:
-                            j = table[s, 1]
-                            break
-                        s = (s + 1) & mask
-                if j >= 0:
-                    out[m] = j
-                    m += 1
-        indptr[d + 1] = m
-    return indptr, out[:m]
+                    _emit(unigram[key], m, out_a, out_b)
+                    continue
+                for k in range(1, n):
+                    key = (key << BITS) | cps[i + k]
+                s = slot(key, shift)
+                while table[s, 0] != EMPTY:
+                    if table[s, 0] == key:
+                        _emit(table[s, 1], m, out_a, out_b)
+                        break
+                    s = (s + 1) & mask
+        indptr_a[d + 1] = m[0]
+        indptr_b[d + 1] = m[1]
+    return indptr_a, out_a[:m[0]], indptr_b, out_b[:m[1]]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _same_term(cps: np.ndarray, a: np.int64, b: np.int64, term_cps: np.ndarray, term_starts: np.ndarray,
+               j: np.int64) -> bool:
+    """Whether ``cps[a:b]`` are term ``j``'s code points."""
+    ta, tb = term_starts[j], term_starts[j + 1]
+    same = tb - ta == b - a
+    k = 0
+    while same and k < b - a:
+        same = term_cps[ta + k] == cps[a + k]
+        k += 1
+    return same
 
 
 @nb.njit(cache=True, nogil=True)
 def _word_ids(cps: np.ndarray, starts: np.ndarray, doc_tokens: np.ndarray, table: np.ndarray,
-              shift: np.uint64, term_cps: np.ndarray, term_starts: np.ndarray,
-              spaces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+              shift: np.uint64, term_cps: np.ndarray, term_starts: np.ndarray, term_cps_b: np.ndarray,
+              term_starts_b: np.ndarray, spaces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     n_docs = len(doc_tokens) - 1
-    indptr = np.zeros(n_docs + 1, np.int64)
-    out = np.empty(max(np.int64(1), len(starts) - 1), np.int32)
+    indptr_a = np.zeros(n_docs + 1, np.int64)
+    indptr_b = np.zeros(n_docs + 1, np.int64)
+    out_a = np.empty(max(np.int64(1), len(starts) - 1), np.int32)
+    out_b = np.empty(max(np.int64(1), len(starts) - 1), np.int32)
+    m = np.zeros(2, np.int64)
     mask = len(table) - 1
-    m = 0
     for d in range(n_docs):
         for t in range(doc_tokens[d], doc_tokens[d + 1]):
             a, b = starts[t], starts[t + 1]
@@ -118,20 +148,16 @@ def _word_ids(cps: np.ndarray, starts: np.ndarray, doc_tokens: np.ndarray, table
             s = slot(key, shift)
             while table[s, 0] != EMPTY:   # a hash hit counts only if the code points are the term's
                 if table[s, 0] == key:
-                    j = table[s, 1]
-                    ta, tb = term_starts[j], term_starts[j + 1]
-                    same = tb - ta == b - a
-                    k = 0
-                    while same and k < b - a:
-                        same = term_cps[ta + k] == cps[a + k]
-                        k += 1
+                    v = table[s, 1]   # the term as the first vocabulary has it, else as the second
+                    same = (_same_term(cps, a, b, term_cps, term_starts, (v & _LOW) - 1) if v & _LOW
+                            else _same_term(cps, a, b, term_cps_b, term_starts_b, (v >> 32) - 1))
                     if same:
-                        out[m] = j
-                        m += 1
+                        _emit(table[s, 1], m, out_a, out_b)
                         break
                 s = (s + 1) & mask
-        indptr[d + 1] = m
-    return indptr, out[:m]
+        indptr_a[d + 1] = m[0]
+        indptr_b[d + 1] = m[1]
+    return indptr_a, out_a[:m[0]], indptr_b, out_b[:m[1]]
 
 
 _SORT_BUCKETS = 256   # one counting pass on an id's top 8 bits, then insertion sort within buckets
@@ -253,59 +279,148 @@ def _terms(vocabulary: dict[str, int] | list[str]) -> list[str]:
     return [terms[i] for i in np.argsort(ids)]
 
 
+def pack_ids(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """A term's feature ids in two vocabularies as one int64, the value its table holds: the first
+    vocabulary's id + 1 in the low 32 bits, the second's + 1 in the high 32 (0: not in that one)."""
+    return (first.astype(np.int64) + 1) | ((second.astype(np.int64) + 1) << 32)
+
+
+@nb.njit(cache=True, nogil=True)
+def _add_second(table: np.ndarray, shift: np.uint64, keys: np.ndarray, cps: np.ndarray, starts: np.ndarray,
+                term_cps: np.ndarray, term_starts: np.ndarray, verify: bool) -> np.int64:
+    """Merge a second vocabulary (term ``j``: ``keys[j]``, code points ``cps[starts[j]:starts[j + 1]]``)
+    into a table of the first's: a term both hold gets the second's id in the high half of its value
+    (:func:`pack_ids`), any other is added. ``verify``: keys are hashes, so a term is the first's only
+    if its code points are too (``term_cps``/``term_starts``: the first's). Returns the terms added."""
+    mask = len(table) - 1
+    added = 0
+    for j in range(len(keys)):
+        s = slot(keys[j], shift)
+        while True:
+            if table[s, 0] == EMPTY:
+                table[s, 0] = keys[j]
+                table[s, 1] = np.int64(j + 1) << 32
+                added += 1
+                break
+            v = table[s, 1]
+            if table[s, 0] == keys[j] and (not verify or (
+                    v & _LOW and _same_term(cps, starts[j], starts[j + 1], term_cps, term_starts, (v & _LOW) - 1))):
+                table[s, 1] = v | (np.int64(j + 1) << 32)
+                break
+            s = (s + 1) & mask
+    return added
+
+
+def _joint_table(keys: np.ndarray, keys_b: np.ndarray, add: Callable[[np.ndarray, np.uint64], int]
+                 ) -> tuple[np.ndarray, np.uint64]:
+    """A table of the first vocabulary's ``keys`` with the second's merged in by ``add(table, shift)``:
+    at most half full, as :func:`nlp.int_table.table_bits` sizes one (tried at the larger vocabulary's
+    size first: the two mostly overlap)."""
+    bits = table_bits(max(len(keys), len(keys_b)))
+    while True:
+        shift = np.uint64(64 - bits)
+        table = build_table(keys, pack_ids(np.arange(len(keys)), np.full(len(keys), -1)), np.int64(bits))
+        if 2 * (len(keys) + add(table, shift)) <= len(table):
+            return table, shift
+        bits += 1
+
+
+Ids = tuple[np.ndarray, np.ndarray]   # (row pointer, feature ids) of a batch
+
+
 class CharIndex:
     """A fitted character n-gram vocabulary (n from ``lo`` to ``hi`` ≤ :data:`MAX_CHAR_N`) as a hash
     table of packed n-grams, plus an array for the single characters of the Basic Multilingual Plane.
     Code points are stored plus one, so no key is zero and n-grams of different lengths never share
-    a key."""
+    a key. With ``second``, a second vocabulary of the same n-grams shares the table: one probe per
+    n-gram finds a text's features in both (:meth:`ids_both`)."""
 
-    def __init__(self, vocabulary: dict[str, int] | list[str], lo: int, hi: int) -> None:
+    def __init__(self, vocabulary: dict[str, int] | list[str], lo: int, hi: int,
+                 second: dict[str, int] | list[str] | None = None) -> None:
         if not 1 <= lo <= hi <= MAX_CHAR_N:
             raise ValueError(f"character n-grams {lo}–{hi}: the compiled path packs at most {MAX_CHAR_N}")
         self.lo, self.hi = lo, hi
-        terms = _terms(vocabulary)
+        keys = self._keys(_terms(vocabulary))
+        if second is None:
+            bits = table_bits(len(keys))
+            self.shift = np.uint64(64 - bits)
+            self.table = build_table(keys, pack_ids(np.arange(len(keys)), np.full(len(keys), -1)), np.int64(bits))
+        else:
+            keys_b, none = self._keys(_terms(second)), np.zeros(1, np.int64)
+            self.table, self.shift = _joint_table(keys, keys_b, lambda table, shift: _add_second(
+                table, shift, keys_b, none, none, none, none, False))
+        self._direct()
+
+    def _direct(self) -> None:
+        """The single characters of the Basic Multilingual Plane in an array (their table values)."""
+        self.unigram = np.zeros(0x10001 if self.lo == 1 else 0, np.int64)
+        used = np.flatnonzero(self.table[:, 0] != EMPTY)
+        keys = self.table[used, 0]
+        single = keys < len(self.unigram)   # only a single character's key is this small
+        self.unigram[keys[single]] = self.table[used[single], 1]
+
+    def _keys(self, terms: list[str]) -> np.ndarray:
         lengths = np.fromiter(map(len, terms), np.int64, len(terms))
-        if len(terms) and (lengths.min() < lo or lengths.max() > hi):
-            raise ValueError(f"the vocabulary holds n-grams outside {lo}–{hi}")
+        if len(terms) and (lengths.min() < self.lo or lengths.max() > self.hi):
+            raise ValueError(f"the vocabulary holds n-grams outside {self.lo}–{self.hi}")
         keys = np.zeros(len(terms), np.int64)
         cps = codepoints("".join(terms)) + 1
         starts = offsets(lengths, len(terms))
-        for n in range(1, hi + 1):   # left to right: shift in one code point per position
+        for n in range(1, self.hi + 1):   # left to right: shift in one code point per position
             of_n = np.flatnonzero(lengths >= n)
             keys[of_n] = (keys[of_n] << BITS) | cps[starts[of_n] + n - 1]
-        ids = np.arange(len(terms), dtype=np.int64)
-        bits = table_bits(len(terms))
-        self.shift = np.uint64(64 - bits)
-        self.table = build_table(keys, ids, np.int64(bits))
-        self.unigram = np.full(0x10001 if lo == 1 else 0, -1, np.int32)
-        single = np.flatnonzero((lengths == 1) & (keys < len(self.unigram)))
-        self.unigram[keys[single]] = single
+        return keys
 
-    def ids(self, docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def ids(self, docs: Sequence[str]) -> Ids:
         """(row pointer, feature ids) of every in-vocabulary n-gram of each of ``docs`` (already
         lower-cased and whitespace-collapsed as scikit-learn's char analyzer does)."""
-        return _char_ids(codepoints("".join(docs)) + 1, offsets(map(len, docs), len(docs)), np.int64(self.lo),
-                         np.int64(self.hi), self.table, self.shift, self.unigram)
+        return self.ids_both(docs)[0]
+
+    def ids_both(self, docs: Sequence[str]) -> tuple[Ids, Ids]:
+        """:meth:`ids` in the first vocabulary and in the second (empty without one)."""
+        ptr, ids, ptr_b, ids_b = _char_ids(codepoints("".join(docs)) + 1, offsets(map(len, docs), len(docs)),
+                                           np.int64(self.lo), np.int64(self.hi), self.table, self.shift,
+                                           self.unigram)
+        return (ptr, ids), (ptr_b, ids_b)
 
 
 class WordIndex:
-    """A fitted word vocabulary as a hash table of the words' code-point hashes (hits verified)."""
+    """A fitted word vocabulary as a hash table of the words' code-point hashes (hits verified).
+    With ``second``, a second vocabulary shares the table (see :class:`CharIndex`)."""
 
-    def __init__(self, vocabulary: dict[str, int] | list[str]) -> None:
+    def __init__(self, vocabulary: dict[str, int] | list[str],
+                 second: dict[str, int] | list[str] | None = None) -> None:
+        self.term_cps, self.term_starts = self._terms(vocabulary)
+        keys = _word_keys(self.term_cps, self.term_starts)
+        if second is None:
+            self.term_cps_b, self.term_starts_b = self.term_cps[:0], self.term_starts[:1]
+            bits = table_bits(len(keys))
+            self.shift = np.uint64(64 - bits)
+            self.table = build_table(keys, pack_ids(np.arange(len(keys)), np.full(len(keys), -1)), np.int64(bits))
+        else:
+            self.term_cps_b, self.term_starts_b = self._terms(second)
+            keys_b = _word_keys(self.term_cps_b, self.term_starts_b)
+            self.table, self.shift = _joint_table(keys, keys_b, lambda table, shift: _add_second(
+                table, shift, keys_b, self.term_cps_b, self.term_starts_b, self.term_cps, self.term_starts, True))
+
+    @staticmethod
+    def _terms(vocabulary: dict[str, int] | list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The terms' code points, one after the other, and where each starts (then the end)."""
         terms = _terms(vocabulary)
-        self.term_cps = codepoints("".join(terms))
-        self.term_starts = offsets(map(len, terms), len(terms))
-        bits = table_bits(len(terms))
-        self.shift = np.uint64(64 - bits)
-        self.table = build_table(_word_keys(self.term_cps, self.term_starts), np.arange(len(terms), dtype=np.int64),
-                            np.int64(bits))
+        return codepoints("".join(terms)), offsets(map(len, terms), len(terms))
 
-    def ids(self, tokens: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+    def ids(self, tokens: Sequence[Sequence[str]]) -> Ids:
         """(row pointer, feature ids) of the in-vocabulary words of each token list; whitespace
         tokens are skipped as scikit-learn's word analyzer skips them."""
+        return self.ids_both(tokens)[0]
+
+    def ids_both(self, tokens: Sequence[Sequence[str]]) -> tuple[Ids, Ids]:
+        """:meth:`ids` in the first vocabulary and in the second (empty without one)."""
         words = packed_words(tokens)
-        return _word_ids(words.cps, words.starts, words.docs, self.table, self.shift, self.term_cps,
-                         self.term_starts, _SPACES)
+        ptr, ids, ptr_b, ids_b = _word_ids(words.cps, words.starts, words.docs, self.table, self.shift,
+                                           self.term_cps, self.term_starts, self.term_cps_b, self.term_starts_b,
+                                           _SPACES)
+        return (ptr, ids), (ptr_b, ids_b)
 
 
 class Weighting:
@@ -359,5 +474,6 @@ def warm_up() -> None:
     idf = np.ones(len(vocab), np.float32)
     coef_t = np.ones((len(vocab), 3), np.float32)
     weighting = Weighting(idf, True, True)
-    for indptr, ids in (CharIndex(vocab, 1, 3).ids(["快递很快"]), WordIndex(vocab).ids([["快递", "很快"]])):
+    for indptr, ids in (CharIndex(vocab, 1, 3, second=vocab).ids(["快递很快"]),   # as SharedLookups makes them
+                        WordIndex(vocab, second=vocab).ids([["快递", "很快"]])):
         weighting.scores(indptr, ids, coef_t)

@@ -11,7 +11,7 @@ from pathlib import Path
 import jieba
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from stored_rows import ingest_sample, nlp_rows
 
@@ -133,6 +133,61 @@ def test_linear_scores_are_the_stacked_matrix_times_the_weights(sample_texts: li
         features.linear(sample_texts, tokens, coef[:, 1:].copy())
 
 
+@pytest.fixture(scope="module")
+def two_vocabularies(sample_texts: list[str]) -> tuple:
+    """Two feature sets fitted on different halves of the texts (each has terms the other lacks)."""
+    from models.features import FeatureConfig, TextFeatures
+
+    first, second = TextFeatures(FeatureConfig(min_df=1)), TextFeatures(FeatureConfig(min_df=1))
+    for features, part in ((first, sample_texts[::2]), (second, sample_texts[1::2] + ["C++ 客服 😀"])):
+        features.fit_transform(part, [t.split() + list(t) for t in part])
+    return first, second
+
+
+_TEXT = st.text(alphabet=st.sampled_from(list("快递很慢客服态度差好评 C+😀é\u3000Ａ，!")), max_size=30)
+
+
+@settings(deadline=None)   # the first example builds the indexes
+@given(st.lists(_TEXT, max_size=12))
+def test_a_joint_index_finds_what_each_vocabularys_own_finds(two_vocabularies: tuple, texts: list[str]) -> None:
+    # one probe per n-gram or word for two vocabularies: each gets exactly the ids, in the order,
+    # that its own index gives (words only in one vocabulary, in both, in neither; astral characters)
+    from models.features import char_docs
+    from models.tfidf_kernel import CharIndex, WordIndex
+
+    first, second = two_vocabularies
+    docs, tokens = char_docs(texts), [t.split() + list(t) for t in texts]
+    chars, words = [f._fitted("char")[0] for f in (first, second)], [f._fitted("word")[0] for f in (first, second)]
+    for joint, own, arg in ((CharIndex(*chars[:1], 1, 3, second=chars[1]), [CharIndex(v, 1, 3) for v in chars], docs),
+                            (WordIndex(words[0], second=words[1]), [WordIndex(v) for v in words], tokens)):
+        for k, (ptr, ids) in enumerate(joint.ids_both(arg)):
+            ptr_own, ids_own = own[k].ids(arg)
+            assert np.array_equal(ptr, ptr_own) and np.array_equal(ids, ids_own)
+
+
+def test_shared_lookups_change_no_score(sample_texts: list[str], two_vocabularies: tuple) -> None:
+    from models.features import SharedLookups
+
+    first, second = two_vocabularies
+    shared = SharedLookups.of(first, second)
+    assert shared is not None
+    texts = sample_texts + ODD
+    tokens = PackedWords([t.split() + list(t) for t in texts])
+    coefs = [np.random.default_rng(k).normal(size=(3, f.size)).astype(np.float32)
+             for k, f in enumerate((first, second))]
+    alone = [f.linear(texts, tokens, c) for f, c in zip((first, second), coefs, strict=True)]
+    with shared.primed(texts, tokens):
+        together = [f.linear(texts, tokens, c) for f, c in zip((first, second), coefs, strict=True)]
+        other = first.linear(texts[:5], tokens[:5], coefs[0])   # other texts: looked up as before
+    assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))   # bit for bit
+    assert np.array_equal(other, alone[0][:5])
+    assert first._primed.char is None and second._primed.word is None   # nothing left primed
+    # the shipped baseline and topic model share theirs; feature sets that cannot share do not
+    analyzer = Analyzer.load("baseline")
+    assert analyzer.shared is not None and analyzer.shared.second is analyzer.topic_model.features
+    assert SharedLookups.of(first, first) is None
+
+
 def _worker_pid(analyzer: Analyzer, item: int) -> tuple[int, int]:
     return item, os.getpid()
 
@@ -201,7 +256,8 @@ def test_the_clis_warm_up_loads_the_kernels_a_model_then_uses() -> None:
 
     code = ("from pipelines.cli import _warm_up_flows; _warm_up_flows(); "
             "from models import tfidf_kernel as k; from nlp import int_table as t, keyword_rank as r, word_scan as w; "
-            "kernels = (k._char_ids, k._word_ids, k._scores, t.build_table, k._word_keys, r.top_words, w._scan); "
+            "kernels = (k._char_ids, k._word_ids, k._scores, t.build_table, k._word_keys, k._add_second, r.top_words, "
+            "w._scan); "
             "before = [len(f.signatures) for f in kernels]; "
             "from models.predict import Analyzer; "
             "Analyzer.load('baseline').analyze(['快递很快，但是客服态度太差了', '好评']); "
