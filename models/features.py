@@ -205,7 +205,7 @@ class TextFeatures:
         return (weighting.rows(indptr, ids, len(weighting.idf)) if coef_t is None
                 else weighting.scores(indptr, ids, coef_t))
 
-    def _kernel(self, which: str) -> tuple[CharIndex | WordIndex | _Side, Weighting] | None:
+    def _kernel(self, which: str) -> tuple[CharIndex | WordIndex, Weighting] | None:
         """The compiled look-up and weighting of a fitted vectoriser (built once per vocabulary;
         numba is imported here, when a model first scores, not by every process that imports one)."""
 
@@ -216,12 +216,14 @@ class TextFeatures:
         cached = self._kernels.get(which)
         if cached is not None and cached[0] is vocab and cached[1] is idf:
             return cached[2]
-        index = None
+        kernel = None
         if self._covers(which):
-            from models.tfidf_kernel import CharIndex, WordIndex
+            from models.tfidf_kernel import CharIndex, Weighting, WordIndex
 
             index = WordIndex(vocab) if which == "word" else CharIndex(vocab, *self.config.char_ngrams)
-        return self._use_index(which, index)
+            kernel = (index, Weighting(idf, True, True))
+        self._kernels[which] = (vocab, idf, kernel)
+        return kernel
 
     def _covers(self, which: str) -> bool:
         """Whether the kernels serve a block of this configuration (the vectorisers are made in
@@ -231,18 +233,6 @@ class TextFeatures:
 
         lo, hi = self.config.char_ngrams
         return self.config.word_ngrams == (1, 1) if which == "word" else 1 <= lo <= hi <= MAX_CHAR_N
-
-    def _use_index(self, which: str, index: CharIndex | WordIndex | _Side | None) -> tuple | None:
-        """Look a block's texts up with ``index`` from now on (its own, or a :class:`SharedLookups`
-        joint index; None: through scikit-learn); returns the block's kernel."""
-        from models.tfidf_kernel import Weighting
-
-        fitted = self._fitted(which)
-        assert fitted is not None
-        vocab, idf = fitted
-        kernel = None if index is None else (index, Weighting(idf, True, True))
-        self._kernels[which] = (vocab, idf, kernel)
-        return kernel
 
     def _stack(self, words: sp.spmatrix, chars: sp.spmatrix) -> sp.csr_matrix:
         return sp.hstack([words * np.float32(self.config.word_weight), chars], format="csr")
@@ -278,17 +268,18 @@ class TextFeatures:
 
 
 class SharedLookups:
-    """Two fitted feature sets with the same analysers (word unigrams, one character n-gram range):
-    from the first :meth:`primed` on, each looks its texts up in one table of both vocabularies per
-    block (``CharIndex.joint``/``WordIndex.joint``), which replaces the two tables it had (half the
-    memory they took, and the caches hold one table instead of two); inside :meth:`primed`, a batch
-    both models read is looked up once for both. Each model still weights and scores its own
-    features, so no result changes. ``models.predict`` shares the baseline sentiment model's
-    look-ups with the topic model's (the analysis of a 60-character text about 6 % faster)."""
+    """Two fitted feature sets with the same analysers (word unigrams, one character n-gram range)
+    whose models read the same texts: inside :meth:`primed`, each text's n-grams and words are
+    looked up once for both, in one table of both vocabularies per block (``CharIndex``/``WordIndex``
+    with ``second``), instead of once per model. Each model still weights and scores its own
+    features, so no result changes; texts only one of them reads (the topic model's clauses) it
+    looks up in its own, smaller table. ``models.predict`` shares the baseline sentiment model's
+    look-ups with the topic model's (per 60-character text, 4.8 instead of 7.9 µs for the character
+    n-grams and 2.0 instead of 3.6 for the words)."""
 
     def __init__(self, first: TextFeatures, second: TextFeatures) -> None:
         self.first, self.second = first, second
-        self._joint: dict[str, CharIndex | WordIndex] = {}   # block → the joint index, once made
+        self._joint: dict[str, tuple] = {}   # block → (the two vocabularies, their joint index)
 
     @classmethod
     def of(cls, first: TextFeatures, second: TextFeatures) -> SharedLookups | None:
@@ -298,27 +289,22 @@ class SharedLookups:
             first.config.char_ngrams == second.config.char_ngrams
         if first is second or not same or any(f._fitted(w) is None for f in (first, second) for w in ("word", "char")):
             return None
-        return cls(first, second)   # the kernels are made (numba imported) when they first look up
+        return cls(first, second)   # the joint index is made (numba imported) when it first looks up
 
     def _index(self, which: str) -> CharIndex | WordIndex | None:
-        """The joint index of a block, made (and handed to both feature sets) the first time; None
-        where the kernels do not cover the configuration, or once either feature set was refitted
-        and looks its texts up on its own again."""
-        joint = self._joint.get(which)
-        if joint is None:
-            if not (self.first._covers(which) and self.second._covers(which)):
-                return None
-            from models.tfidf_kernel import CharIndex, WordIndex
-
-            (vocab, _), (vocab_b, _) = self.first._fitted(which), self.second._fitted(which)   # type: ignore[misc]
-            joint = (WordIndex(vocab, second=vocab_b) if which == "word"
-                     else CharIndex(vocab, *self.first.config.char_ngrams, second=vocab_b))
-            self._joint[which] = joint
-            for k, f in enumerate((self.first, self.second)):
-                f._use_index(which, _Side(joint, k))
-        elif not all(isinstance(k[0], _Side) and k[0].joint is joint
-                     for k in (f._kernel(which) for f in (self.first, self.second)) if k is not None):
+        """The joint index of a block (made again if either feature set was refitted); None where
+        the kernels do not cover the configuration."""
+        if not (self.first._covers(which) and self.second._covers(which)):
             return None
+        vocabs = tuple(f._fitted(which)[0] for f in (self.first, self.second))   # type: ignore[index]
+        cached = self._joint.get(which)
+        if cached is not None and all(a is b for a, b in zip(cached[0], vocabs, strict=True)):
+            return cached[1]
+        from models.tfidf_kernel import CharIndex, WordIndex
+
+        joint = (WordIndex(vocabs[0], second=vocabs[1]) if which == "word"
+                 else CharIndex(vocabs[0], *self.first.config.char_ngrams, second=vocabs[1]))
+        self._joint[which] = (vocabs, joint)
         return joint
 
     @contextmanager
@@ -337,16 +323,6 @@ class SharedLookups:
         finally:
             for f in (self.first, self.second):
                 f._primed.char = f._primed.word = None
-
-
-class _Side:
-    """One feature set's view of a joint index: its own ids of a batch."""
-
-    def __init__(self, joint: CharIndex | WordIndex, k: int) -> None:
-        self.joint, self.k = joint, k
-
-    def ids(self, docs: Sequence) -> tuple[np.ndarray, np.ndarray]:
-        return self.joint.ids_both(docs)[self.k]
 
 
 VOCAB_KEYS = ("word_vocab", "char_vocab")

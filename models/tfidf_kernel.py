@@ -62,48 +62,45 @@ def _word_keys(cps: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return keys
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _emit(value: np.int64, m: np.ndarray, out_a: np.ndarray, out_b: np.ndarray) -> None:
-    """Append a packed value's feature ids (see :func:`pack_ids`) to their outputs; ``m`` holds the counts."""
-    if value & _LOW:
-        out_a[m[0]] = (value & _LOW) - 1
-        m[0] += 1
-    if value >> 32:
-        out_b[m[1]] = (value >> 32) - 1
-        m[1] += 1
-
-
 @nb.njit(cache=True, nogil=True)
 def _char_ids(cps: np.ndarray, offsets: np.ndarray, lo: np.int64, hi: np.int64, table: np.ndarray,
               shift: np.uint64, unigram: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     n_docs = len(offsets) - 1
-    indptr_a = np.zeros(n_docs + 1, np.int64)
+    indptr = np.zeros(n_docs + 1, np.int64)
     indptr_b = np.zeros(n_docs + 1, np.int64)
     size = max(np.int64(1), (hi - lo + 1) * len(cps))
-    out_a = np.empty(size, np.int32)
+    out = np.empty(size, np.int32)
     out_b = np.empty(size, np.int32)
-    m = np.zeros(2, np.int64)
     mask = len(table) - 1
     direct = len(unigram)
+    m = 0
+    m_b = 0
     for d in range(n_docs):
         a, b = offsets[d], offsets[d + 1]
         for n in range(lo, hi + 1):
             for i in range(a, b - n + 1):
                 key = cps[i]
                 if n == 1 and key < direct:   # most characters: a small array, no hashing
-                    _emit(unigram[key], m, out_a, out_b)
-                    continue
-                for k in range(1, n):
-                    key = (key << BITS) | cps[i + k]
-                s = slot(key, shift)
-                while table[s, 0] != EMPTY:
-                    if table[s, 0] == key:
-                        _emit(table[s, 1], m, out_a, out_b)
-                        break
-                    s = (s + 1) & mask
-        indptr_a[d + 1] = m[0]
-        indptr_b[d + 1] = m[1]
-    return indptr_a, out_a[:m[0]], indptr_b, out_b[:m[1]]
+                    v = unigram[key]
+                else:
+                    for k in range(1, n):
+                        key = (key << BITS) | cps[i + k]
+                    s = slot(key, shift)
+                    v = 0
+                    while table[s, 0] != EMPTY:
+                        if table[s, 0] == key:
+                            v = table[s, 1]
+                            break
+                        s = (s + 1) & mask
+                if v & _LOW:   # its id in each vocabulary that holds it (pack_ids)
+                    out[m] = (v & _LOW) - 1
+                    m += 1
+                if v >> 32:
+                    out_b[m_b] = (v >> 32) - 1
+                    m_b += 1
+        indptr[d + 1] = m
+        indptr_b[d + 1] = m_b
+    return indptr, out[:m], indptr_b, out_b[:m_b]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -124,12 +121,13 @@ def _word_ids(cps: np.ndarray, starts: np.ndarray, doc_tokens: np.ndarray, table
               shift: np.uint64, term_cps: np.ndarray, term_starts: np.ndarray, term_cps_b: np.ndarray,
               term_starts_b: np.ndarray, spaces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     n_docs = len(doc_tokens) - 1
-    indptr_a = np.zeros(n_docs + 1, np.int64)
+    indptr = np.zeros(n_docs + 1, np.int64)
     indptr_b = np.zeros(n_docs + 1, np.int64)
-    out_a = np.empty(max(np.int64(1), len(starts) - 1), np.int32)
+    out = np.empty(max(np.int64(1), len(starts) - 1), np.int32)
     out_b = np.empty(max(np.int64(1), len(starts) - 1), np.int32)
-    m = np.zeros(2, np.int64)
     mask = len(table) - 1
+    m = 0
+    m_b = 0
     for d in range(n_docs):
         for t in range(doc_tokens[d], doc_tokens[d + 1]):
             a, b = starts[t], starts[t + 1]
@@ -146,18 +144,24 @@ def _word_ids(cps: np.ndarray, starts: np.ndarray, doc_tokens: np.ndarray, table
                 continue
             key = _word_key(cps, a, b)
             s = slot(key, shift)
+            v = 0
             while table[s, 0] != EMPTY:   # a hash hit counts only if the code points are the term's
                 if table[s, 0] == key:
                     v = table[s, 1]   # the term as the first vocabulary has it, else as the second
-                    same = (_same_term(cps, a, b, term_cps, term_starts, (v & _LOW) - 1) if v & _LOW
-                            else _same_term(cps, a, b, term_cps_b, term_starts_b, (v >> 32) - 1))
-                    if same:
-                        _emit(table[s, 1], m, out_a, out_b)
+                    if (_same_term(cps, a, b, term_cps, term_starts, (v & _LOW) - 1) if v & _LOW
+                            else _same_term(cps, a, b, term_cps_b, term_starts_b, (v >> 32) - 1)):
                         break
+                    v = 0
                 s = (s + 1) & mask
-        indptr_a[d + 1] = m[0]
-        indptr_b[d + 1] = m[1]
-    return indptr_a, out_a[:m[0]], indptr_b, out_b[:m[1]]
+            if v & _LOW:   # its id in each vocabulary that holds it (pack_ids)
+                out[m] = (v & _LOW) - 1
+                m += 1
+            if v >> 32:
+                out_b[m_b] = (v >> 32) - 1
+                m_b += 1
+        indptr[d + 1] = m
+        indptr_b[d + 1] = m_b
+    return indptr, out[:m], indptr_b, out_b[:m_b]
 
 
 _SORT_BUCKETS = 256   # one counting pass on an id's top 8 bits, then insertion sort within buckets
