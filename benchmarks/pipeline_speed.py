@@ -15,7 +15,9 @@ anchors      plain jieba (default dictionary, HMM) on one core; scikit-learn's T
              linear predict (the shipped baseline's vectorisers) on one core; a DuckDB insert from
              Arrow of (id, text, score) rows. Measured on at most ``--anchor-rows`` rows.
 components   cxloop's segmenter (CX dictionary, its block cache cold at the start) on one core; the
-             baseline sentiment model and the topic model given the tokens, one core;
+             baseline sentiment model and the topic model given the tokens, one core; both models
+             on the same batches with their look-ups shared (``models.features.SharedLookups``,
+             as ``Analyzer`` runs them) beside each looking its texts up itself;
              ``Analyzer.analyze`` with the baseline in one process and over the worker pool;
              ``write_nlp`` of the resulting ``feedback_nlp`` rows. Capped at 100,000 rows.
 pipeline     ``ingest_file`` of a CSV (id, created_at, channel, text) into a fresh warehouse;
@@ -269,6 +271,7 @@ def child_components(csv_path: Path, anchor_rows: int, log: Callable[[str], None
 
     from models.parallel import AnalyzerPool
     from models.predict import Analyzer
+    from nlp.codepoints import PackedWords
     from nlp.segment import _BLOCK_RE, default_segmenter
     from pipelines.config import worker_count
     from pipelines.enrich import _score_chunk, chunk_bounds, write_nlp
@@ -334,6 +337,25 @@ def child_components(csv_path: Path, anchor_rows: int, log: Callable[[str], None
     assert topics is not None
     rec, _ = measure(peak, "topic model, 1 core", n, lambda: topics.decide(topics.proba(texts, tokens)), log=log)
     stages.append(rec)
+
+    batches = [(texts[s:s + 5_000], PackedWords(tokens[s:s + 5_000])) for s in range(0, n, 5_000)]
+
+    def both_models() -> None:   # as Analyzer reads every text: the two models, batch by batch, words packed
+        for batch, words in batches:
+            model.predict_proba(batch, words)
+            topics.proba(batch, words)
+
+    def both_models_shared() -> None:   # ... their look-ups shared (models.features.SharedLookups)
+        for batch, words in batches:
+            with analyzer.shared.primed(batch, words):
+                model.predict_proba(batch, words)
+                topics.proba(batch, words)
+
+    if analyzer.shared is not None:
+        for name, fn in (("both models, own look-ups, 1 core", both_models),
+                         ("both models, shared look-ups, 1 core", both_models_shared)):
+            rec, _ = measure(peak, name, n, fn, log=log)
+            stages.append(rec)
 
     workers = worker_count()
     work = [([f"r{i:08d}" for i in range(s, s + k)], texts[s:s + k], "bench")
@@ -441,11 +463,12 @@ ANCHOR_OF = {
     "segmentation (rjieba), 1 core": "anchor: jieba (plain, HMM), 1 core",
     "Analyzer (baseline), 1 process": "anchor: jieba (plain, HMM), 1 core",
     "write feedback_nlp (17 columns)": "anchor: DuckDB insert from Arrow",
+    "both models, shared look-ups, 1 core": "both models, own look-ups, 1 core",
 }
 
 
 SHORT = {"anchor: jieba (plain, HMM), 1 core": "jieba", "anchor: TF-IDF + linear (sklearn), 1 core": "sklearn",
-         "anchor: DuckDB insert from Arrow": "Arrow insert"}
+         "anchor: DuckDB insert from Arrow": "Arrow insert", "both models, own look-ups, 1 core": "own look-ups"}
 
 
 def print_table(doc: dict[str, Any]) -> None:
