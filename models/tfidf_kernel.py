@@ -92,7 +92,10 @@ def _char_ids(cps: np.ndarray, offsets: np.ndarray, lo: np.int64, hi: np.int64, 
                             v = table[s, 1]
                             break
                         s = (s + 1) & mask
-                if v & _LOW:   # its id in each vocabulary that holds it (pack_ids)
+                # its id in each vocabulary that holds it (pack_ids); written out here and in _word_ids,
+                # since through a helper (even inlined, counters passed and returned) numba kept the
+                # counters out of registers: 4.3 -> 6.0 us per 60-character text
+                if v & _LOW:
                     out[m] = (v & _LOW) - 1
                     m += 1
                 if v >> 32:
