@@ -208,7 +208,6 @@ class TextFeatures:
     def _kernel(self, which: str) -> tuple[CharIndex | WordIndex, Weighting] | None:
         """The compiled look-up and weighting of a fitted vectoriser (built once per vocabulary;
         numba is imported here, when a model first scores, not by every process that imports one)."""
-
         fitted = self._fitted(which)
         if fitted is None:   # not fitted
             return None

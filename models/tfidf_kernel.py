@@ -1,7 +1,8 @@
 """Compiled TF-IDF serving (numba): look-ups, counts, TF-IDF and linear scores in one pass per text.
 
 :class:`models.features.TextFeatures` serves both linear models with these kernels. A fitted
-vocabulary becomes a :class:`TermIndex`, an open-addressing hash table over integer keys:
+vocabulary becomes a :class:`CharIndex` or :class:`WordIndex`, an open-addressing hash table over
+integer keys:
 
 * a character n-gram's key is its code points packed 21 bits each (n ≤ 3 fits an int64), so the
   key *is* the n-gram and a hit needs no further check;
