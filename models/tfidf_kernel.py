@@ -319,6 +319,13 @@ def _add_second(table: np.ndarray, shift: np.uint64, keys: np.ndarray, cps: np.n
     return added
 
 
+def _table(keys: np.ndarray, bits: int) -> tuple[np.ndarray, np.uint64]:
+    """A table of ``bits`` bits holding one vocabulary's ``keys`` (term ``j``: :func:`pack_ids` of ``j``
+    alone), and its shift."""
+    ids = np.arange(len(keys))
+    return build_table(keys, pack_ids(ids, np.full(len(keys), -1)), np.int64(bits)), np.uint64(64 - bits)
+
+
 def _joint_table(keys: np.ndarray, keys_b: np.ndarray, add: Callable[[np.ndarray, np.uint64], int]
                  ) -> tuple[np.ndarray, np.uint64]:
     """A table of the first vocabulary's ``keys`` with the second's merged in by ``add(table, shift)``:
@@ -326,8 +333,7 @@ def _joint_table(keys: np.ndarray, keys_b: np.ndarray, add: Callable[[np.ndarray
     size first: the two mostly overlap)."""
     bits = table_bits(max(len(keys), len(keys_b)))
     while True:
-        shift = np.uint64(64 - bits)
-        table = build_table(keys, pack_ids(np.arange(len(keys)), np.full(len(keys), -1)), np.int64(bits))
+        table, shift = _table(keys, bits)
         if 2 * (len(keys) + add(table, shift)) <= len(table):
             return table, shift
         bits += 1
@@ -350,9 +356,7 @@ class CharIndex:
         self.lo, self.hi = lo, hi
         keys = self._keys(_terms(vocabulary))
         if second is None:
-            bits = table_bits(len(keys))
-            self.shift = np.uint64(64 - bits)
-            self.table = build_table(keys, pack_ids(np.arange(len(keys)), np.full(len(keys), -1)), np.int64(bits))
+            self.table, self.shift = _table(keys, table_bits(len(keys)))
         else:
             keys_b, none = self._keys(_terms(second)), np.zeros(1, np.int64)
             self.table, self.shift = _joint_table(keys, keys_b, lambda table, shift: _add_second(
@@ -402,9 +406,7 @@ class WordIndex:
         keys = _word_keys(self.term_cps, self.term_starts)
         if second is None:
             self.term_cps_b, self.term_starts_b = self.term_cps[:0], self.term_starts[:1]
-            bits = table_bits(len(keys))
-            self.shift = np.uint64(64 - bits)
-            self.table = build_table(keys, pack_ids(np.arange(len(keys)), np.full(len(keys), -1)), np.int64(bits))
+            self.table, self.shift = _table(keys, table_bits(len(keys)))
         else:
             self.term_cps_b, self.term_starts_b = self._terms(second)
             keys_b = _word_keys(self.term_cps_b, self.term_starts_b)
