@@ -23,14 +23,16 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import flow, task
 
-from models.parallel import AnalyzerPool
+from models.parallel import AnalyzerPool, parallel_safe, warm_up
 from models.predict import Analyzer, current_analysis_version
+from nlp import Taxonomy
 from nlp.segment import join_words
 from pipelines import progress
 from pipelines.config import Settings, worker_count
@@ -75,6 +77,28 @@ SELECT f.feedback_id, f.text FROM feedback f LEFT JOIN feedback_nlp n USING (fee
 WHERE n.feedback_id IS NULL OR n.model_version <> ?
 ORDER BY f.created_at, f.feedback_id
 """
+
+
+# rows without NLP of ``version`` there must be (a lower bound: NLP rows of feedback since deleted count)
+SURELY_PENDING_SQL = """
+SELECT (SELECT count(*) FROM feedback) - (SELECT count(*) FROM feedback_nlp WHERE model_version = ?)
+"""
+
+
+def _pending(wh: Warehouse, version: str) -> pa.Table:
+    """``feedback_id`` and ``text`` of the rows to score with ``version``, in the order they are scored."""
+    with wh.connect() as con:
+        return con.execute(PENDING_SQL, [version]).to_arrow_table()
+
+
+def _ready(model: str | None, settings: Settings, taxonomy: Taxonomy) -> Analyzer:
+    """The analyzer of ``model``, loaded and warmed up (what the workers inherit; see
+    :func:`models.parallel.warm_up`). On a million pending rows reading them takes 0.8–1.2 s and this
+    about 0.9 s, so :func:`enrich_pending` does the two at once."""
+    analyzer = Analyzer.load(model, settings.models_dir, taxonomy, settings.cache_dir)
+    if parallel_safe(analyzer):
+        warm_up(analyzer)
+    return analyzer
 
 
 def sync_topics(wh: Warehouse, settings: Settings) -> None:
@@ -124,14 +148,20 @@ def enrich_pending(db: str, home: str, model: str | None, run_id: str, batch_row
     taxonomy = settings.load_taxonomy()
     version = current_analysis_version(settings.models_dir, model, taxonomy)
     with wh.connect() as con:
-        pending = con.execute(PENDING_SQL, [version]).to_arrow_table()
-    if pending.num_rows == 0:  # nothing new: no model to load
-        logger().info("enrich: nothing to score with %s", version)
-        return {"scored": 0, "model_version": version}
-    analyzer = Analyzer.load(model, settings.models_dir, taxonomy, settings.cache_dir)
+        surely = con.execute(SURELY_PENDING_SQL, [version]).fetchone()[0] > 0   # type: ignore[index]
+    if surely:   # read the rows while the model loads and warms up (DuckDB lets go of the GIL)
+        with ThreadPoolExecutor(1, thread_name_prefix="enrich-pending") as ex:
+            rows = ex.submit(_pending, wh, version)
+            analyzer = _ready(model, settings, taxonomy)
+            pending = rows.result()
+    else:
+        pending = _pending(wh, version)
+        if pending.num_rows == 0:  # nothing new: no model to load
+            logger().info("enrich: nothing to score with %s", version)
+            return {"scored": 0, "model_version": version}
+        analyzer = _ready(model, settings, taxonomy)
     if analyzer.model_version != version:  # the current model changed in between
-        with wh.connect() as con:
-            pending = con.execute(PENDING_SQL, [analyzer.model_version]).to_arrow_table()
+        pending = _pending(wh, analyzer.model_version)
     workers = worker_count() if workers is None else workers
     chunks = [pending.slice(start, size) for start, size in chunk_bounds(pending.num_rows, workers, chunk_rows)]
     n_workers = min(workers, len(chunks))

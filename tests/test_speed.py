@@ -214,7 +214,8 @@ def test_workers_come_from_cxloop_workers(monkeypatch: pytest.MonkeyPatch) -> No
             worker_count()
 
 
-def test_parallel_enrich_stores_exactly_the_serial_rows(tmp_path: Path, home: Path) -> None:
+def test_parallel_enrich_stores_exactly_the_serial_rows(tmp_path: Path, home: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     serial, parallel = tmp_path / "serial.duckdb", tmp_path / "parallel.duckdb"
     ingest_sample(serial)
     shutil.copy(serial, parallel)
@@ -227,6 +228,10 @@ def test_parallel_enrich_stores_exactly_the_serial_rows(tmp_path: Path, home: Pa
     assert one == two and one["scored"] > 800
     rows = nlp_rows(serial)
     assert len(rows) == one["scored"] and rows == nlp_rows(parallel)
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded with nothing to score")
+
+    monkeypatch.setattr(Analyzer, "load", no_model)   # nothing new: the rows are read, no model is loaded
     again = enrich_pending.fn(str(parallel), str(home), "baseline", "again", workers=2, chunk_rows=100)
     assert again == {"scored": 0, "model_version": one["model_version"]}
 
