@@ -71,7 +71,10 @@ def _run(fn: Callable[[object, T], R], item: T) -> R:
 def warm_up(analyzer: Analyzer) -> None:
     """Load everything an analysis touches lazily (dictionaries, look-up tables), so that forked
     workers inherit it instead of each building its own."""
+    from nlp.keyword_rank import warm_up as warm_up_keywords
+
     analyzer.analyze(["快递很快，但是客服态度太差了，我要投诉12315！<PHONE>", "好评"])
+    warm_up_keywords()   # used once a worker's memo of keyword weights has grown (nlp.segment)
 
 
 class ForkPool(Generic[S]):

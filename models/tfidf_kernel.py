@@ -34,33 +34,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from nlp.codepoints import CODEPOINT_BITS, codepoints, offsets, packed_words
-from nlp.int_table import EMPTY, build_table, slot, table_bits
+from nlp.int_table import EMPTY, build_table, same_term, slot, table_bits, word_key, word_keys
 
 BITS = CODEPOINT_BITS
 MAX_CHAR_N = 3                     # 3 × 21 bits in an int64
-_KEY_MASK = np.int64(0x7FFF_FFFF_FFFF_FFFF)
 _LOW = np.int64(0xFFFF_FFFF)   # a table value's first-vocabulary part (see pack_ids)
 
 # Python's str.isspace() code points: a word token made only of these is dropped, as scikit-learn's
 # word analyzer (``models.features.word_ngrams``) drops it
 _SPACES = np.array([9, 10, 11, 12, 13, 28, 29, 30, 31, 32, 133, 160, 5760, *range(8192, 8203), 8232, 8233,
                     8239, 8287, 12288], np.int64)
-
-
-@nb.njit(cache=True, nogil=True)
-def _word_key(cps: np.ndarray, start: np.int64, end: np.int64) -> np.int64:
-    h = np.uint64(1469598103934665603)          # FNV-1a over the code points
-    for i in range(start, end):
-        h = (h ^ np.uint64(cps[i])) * np.uint64(1099511628211)
-    return np.int64(h) & _KEY_MASK
-
-
-@nb.njit(cache=True, nogil=True)
-def _word_keys(cps: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    keys = np.empty(len(starts) - 1, np.int64)
-    for j in range(len(keys)):
-        keys[j] = _word_key(cps, starts[j], starts[j + 1])
-    return keys
 
 
 @nb.njit(cache=True, nogil=True)
@@ -107,19 +90,6 @@ def _char_ids(cps: np.ndarray, offsets: np.ndarray, lo: np.int64, hi: np.int64, 
     return indptr, out[:m], indptr_b, out_b[:m_b]
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _same_term(cps: np.ndarray, a: np.int64, b: np.int64, term_cps: np.ndarray, term_starts: np.ndarray,
-               j: np.int64) -> bool:
-    """Whether ``cps[a:b]`` are term ``j``'s code points."""
-    ta, tb = term_starts[j], term_starts[j + 1]
-    same = tb - ta == b - a
-    k = 0
-    while same and k < b - a:
-        same = term_cps[ta + k] == cps[a + k]
-        k += 1
-    return same
-
-
 @nb.njit(cache=True, nogil=True)
 def _word_ids(cps: np.ndarray, starts: np.ndarray, doc_tokens: np.ndarray, table: np.ndarray,
               shift: np.uint64, term_cps: np.ndarray, term_starts: np.ndarray, term_cps_b: np.ndarray,
@@ -146,14 +116,14 @@ def _word_ids(cps: np.ndarray, starts: np.ndarray, doc_tokens: np.ndarray, table
                 i += 1
             if blank:
                 continue
-            key = _word_key(cps, a, b)
+            key = word_key(cps, a, b)
             s = slot(key, shift)
             v = 0
             while table[s, 0] != EMPTY:   # a hash hit counts only if the code points are the term's
                 if table[s, 0] == key:
                     v = table[s, 1]   # the term as the first vocabulary has it, else as the second
-                    if (_same_term(cps, a, b, term_cps, term_starts, (v & _LOW) - 1) if v & _LOW
-                            else _same_term(cps, a, b, term_cps_b, term_starts_b, (v >> 32) - 1)):
+                    if (same_term(cps, a, b, term_cps, term_starts, (v & _LOW) - 1) if v & _LOW
+                            else same_term(cps, a, b, term_cps_b, term_starts_b, (v >> 32) - 1)):
                         break
                     v = 0
                 s = (s + 1) & mask
@@ -312,7 +282,7 @@ def _add_second(table: np.ndarray, shift: np.uint64, keys: np.ndarray, cps: np.n
                 break
             v = table[s, 1]
             if table[s, 0] == keys[j] and (not verify or (
-                    v & _LOW and _same_term(cps, starts[j], starts[j + 1], term_cps, term_starts, (v & _LOW) - 1))):
+                    v & _LOW and same_term(cps, starts[j], starts[j + 1], term_cps, term_starts, (v & _LOW) - 1))):
                 table[s, 1] = v | (np.int64(j + 1) << 32)
                 break
             s = (s + 1) & mask
@@ -403,13 +373,13 @@ class WordIndex:
     def __init__(self, vocabulary: dict[str, int] | list[str],
                  second: dict[str, int] | list[str] | None = None) -> None:
         self.term_cps, self.term_starts = self._terms(vocabulary)
-        keys = _word_keys(self.term_cps, self.term_starts)
+        keys = word_keys(self.term_cps, self.term_starts)
         if second is None:
             self.term_cps_b, self.term_starts_b = self.term_cps[:0], self.term_starts[:1]
             self.table, self.shift = _table(keys, table_bits(len(keys)))
         else:
             self.term_cps_b, self.term_starts_b = self._terms(second)
-            keys_b = _word_keys(self.term_cps_b, self.term_starts_b)
+            keys_b = word_keys(self.term_cps_b, self.term_starts_b)
             self.table, self.shift = _joint_table(keys, keys_b, lambda table, shift: _add_second(
                 table, shift, keys_b, self.term_cps_b, self.term_starts_b, self.term_cps, self.term_starts, True))
 

@@ -1,6 +1,7 @@
 """An open-addressing hash table from non-negative int64 keys to int64 values, for compiled kernels
-(``nlp.word_scan``'s trie, ``models.tfidf_kernel``'s vocabularies): one ``(size, 2)`` array of
-(key, value) pairs, probed linearly from a Fibonacci hash of the key."""
+(``nlp.word_scan``'s trie, ``nlp.keyword_rank``'s keyword weights, ``models.tfidf_kernel``'s
+vocabularies): one ``(size, 2)`` array of (key, value) pairs, probed linearly from a Fibonacci hash
+of the key; and the keys of words (:func:`word_key`) for tables of words."""
 
 from __future__ import annotations
 
@@ -36,3 +37,40 @@ def build_table(keys: np.ndarray, values: np.ndarray, bits: np.int64) -> np.ndar
 def table_bits(n: int) -> int:
     """The bits of a table for ``n`` keys, at most half full."""
     return max(4, int(np.ceil(np.log2(max(n, 1)))) + 1)
+
+
+# -- words as keys: a word is a span of a code-point array (``nlp.codepoints``) ----------------------
+_KEY_MASK = np.int64(0x7FFF_FFFF_FFFF_FFFF)
+
+
+@nb.njit(cache=True, nogil=True)
+def word_key(cps: np.ndarray, start: np.int64, end: np.int64) -> np.int64:
+    """The key of the word ``cps[start:end]``: FNV-1a over its code points, made non-negative.
+    Different words may share a key: a table of words holds each word's code points too, and a
+    look-up checks them (:func:`same_term`)."""
+    h = np.uint64(1469598103934665603)
+    for i in range(start, end):
+        h = (h ^ np.uint64(cps[i])) * np.uint64(1099511628211)
+    return np.int64(h) & _KEY_MASK
+
+
+@nb.njit(cache=True, nogil=True)
+def word_keys(cps: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """:func:`word_key` of each word ``j`` at ``cps[starts[j]:starts[j + 1]]``."""
+    keys = np.empty(len(starts) - 1, np.int64)
+    for j in range(len(keys)):
+        keys[j] = word_key(cps, starts[j], starts[j + 1])
+    return keys
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def same_term(cps: np.ndarray, a: np.int64, b: np.int64, term_cps: np.ndarray, term_starts: np.ndarray,
+              j: np.int64) -> bool:
+    """Whether ``cps[a:b]`` are term ``j``'s code points (``term_cps[term_starts[j]:term_starts[j + 1]]``)."""
+    ta, tb = term_starts[j], term_starts[j + 1]
+    same = tb - ta == b - a
+    k = 0
+    while same and k < b - a:
+        same = term_cps[ta + k] == cps[a + k]
+        k += 1
+    return same

@@ -35,13 +35,17 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from importlib import resources
-from itertools import filterfalse, repeat
+from itertools import filterfalse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jieba
 import numpy as np
 
 from nlp.codepoints import packed_words
+
+if TYPE_CHECKING:   # numba is imported with it, when keywords are first ranked
+    from nlp.keyword_rank import WeightTable
 
 _RESOURCES = resources.files("nlp") / "resources"
 _TOKEN_OK_RE = re.compile(r"[\u4e00-\u9fffA-Za-z]")
@@ -292,6 +296,15 @@ _KEYWORD_IDF: dict[str, float] = {}   # token → its IDF, 0.0 when it is no con
 _KEYWORD_IDF_SIZE = 200_000
 
 
+@lru_cache(maxsize=1)
+def _keyword_table() -> WeightTable:
+    """The compiled copy of ``_KEYWORD_IDF`` that :func:`keywords_many` reads first (a word's weight
+    never changes, so a word the memo has since dropped keeps its weight in the copy)."""
+    from nlp.keyword_rank import WeightTable
+
+    return WeightTable()
+
+
 def _keyword_idf(token: str) -> float:
     """IDF of ``token`` as a keyword, 0.0 when :func:`content_words` would drop it, remembered in
     ``_KEYWORD_IDF`` (the same few thousand words make up most feedback; :func:`keywords` reads the
@@ -318,9 +331,13 @@ def keywords_many(docs: Sequence[Sequence[str]], k: int = 5) -> list[list[str]]:
 
     words = packed_words(docs)
     flat = words.flat
-    weights = np.fromiter(map(_KEYWORD_IDF.get, flat, repeat(math.nan)), np.float64, len(flat))
-    for i in np.flatnonzero(np.isnan(weights)).tolist():   # words not remembered yet
-        weights[i] = _keyword_idf(flat[i])
+    table, memo = _keyword_table(), _KEYWORD_IDF
+    weights = table.of(words.cps, words.starts)
+    for i in np.flatnonzero(np.isnan(weights)).tolist():   # words the compiled copy does not hold (yet)
+        w = memo.get(flat[i])
+        weights[i] = _keyword_idf(flat[i]) if w is None else w
+    if len(memo) >= 2 * table.size + 1024:   # copied again as the memo doubles: ~2 copies' cost in all
+        table.copy(memo)
     ptr, idx = top_words(words.cps, words.starts, words.docs, weights, np.int64(k))
     best = [flat[i] for i in idx.tolist()]
     return [best[a:b] for a, b in zip(ptr[:-1].tolist(), ptr[1:].tolist(), strict=True)]

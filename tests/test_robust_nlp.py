@@ -10,6 +10,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fixtures.bad_input import bank_card, email, id_card, phone
 from hypothesis import HealthCheck, example, given, settings
@@ -28,9 +29,11 @@ from nlp import (
     redact,
     redact_many,
 )
+from nlp.codepoints import PackedWords
+from nlp.keyword_rank import WeightTable
 from nlp.pii import PLACEHOLDERS, classify_number, id_card_valid, luhn_valid
+from nlp.segment import _KEYWORD_IDF, _keyword_table, content_words, keywords_many, stopwords
 from nlp.segment import _keyword_idf as keyword_weight
-from nlp.segment import content_words, keywords_many, stopwords
 
 # every code point, lone surrogates included (bytes that did not decode arrive as those)
 ANY_CHAR = st.characters(codec=None, exclude_categories=())
@@ -147,6 +150,25 @@ def test_keywords_of_a_batch_rank_as_sorting_count_times_idf_then_the_word(docs:
 
     assert keywords_many(docs, k) == [reference(t) for t in docs]
     assert [keywords(t, k) for t in docs] == [reference(t) for t in docs]
+    _keyword_table().copy(_KEYWORD_IDF)   # the weights now come from the compiled copy of the memo
+    assert keywords_many(docs, k) == [reference(t) for t in docs]
+
+
+WORDS = st.text(st.sampled_from("快递物流太慢了aAbé😀𠀀 "), min_size=1, max_size=4)
+
+
+@FAST
+@given(st.dictionaries(WORDS, st.floats(0, 20)), st.lists(WORDS | st.just(""), max_size=12))
+def test_the_compiled_weight_table_gives_each_words_weight_in_the_dict(weights: dict[str, float],
+                                                                       others: list[str]) -> None:
+    """Words in the dict (prefixes of each other, astral characters, one letter apart in case) get
+    their weight, any other word NaN."""
+    table = WeightTable()
+    packed = PackedWords([others + list(weights)])
+    assert np.isnan(table.of(packed.cps, packed.starts)).all()   # no copy made yet
+    table.copy(weights)
+    want = np.array([weights.get(w, np.nan) for w in packed.flat], np.float64)
+    assert np.array_equal(table.of(packed.cps, packed.starts), want, equal_nan=True)
 
 
 @FAST

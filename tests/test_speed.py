@@ -261,8 +261,8 @@ def test_the_clis_warm_up_loads_the_kernels_a_model_then_uses() -> None:
 
     code = ("from pipelines.cli import _warm_up_flows; _warm_up_flows(); "
             "from models import tfidf_kernel as k; from nlp import int_table as t, keyword_rank as r, word_scan as w; "
-            "kernels = (k._char_ids, k._word_ids, k._scores, t.build_table, k._word_keys, k._add_second, r.top_words, "
-            "w._scan); "
+            "kernels = (k._char_ids, k._word_ids, k._scores, t.build_table, t.word_keys, k._add_second, r.top_words, "
+            "r.known_weights, w._scan); "
             "before = [len(f.signatures) for f in kernels]; "
             "from models.predict import Analyzer; "
             "Analyzer.load('baseline').analyze(['快递很快，但是客服态度太差了', '好评']); "
