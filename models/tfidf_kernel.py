@@ -33,7 +33,7 @@ import numba as nb
 import numpy as np
 import scipy.sparse as sp
 
-from nlp.codepoints import CODEPOINT_BITS, codepoints, offsets, packed_words
+from nlp.codepoints import CODEPOINT_BITS, codepoints, offsets, packed, packed_words
 from nlp.int_table import EMPTY, build_table, same_term, slot, table_bits, word_key, word_keys
 
 BITS = CODEPOINT_BITS
@@ -360,9 +360,9 @@ class CharIndex:
 
     def ids_both(self, docs: Sequence[str]) -> tuple[Ids, Ids]:
         """:meth:`ids` in the first vocabulary and in the second (empty without one)."""
-        ptr, ids, ptr_b, ids_b = _char_ids(codepoints("".join(docs)) + 1, offsets(map(len, docs), len(docs)),
-                                           np.int64(self.lo), np.int64(self.hi), self.table, self.shift,
-                                           self.unigram)
+        cps, starts = packed(docs)
+        ptr, ids, ptr_b, ids_b = _char_ids(cps + 1, starts, np.int64(self.lo), np.int64(self.hi), self.table,
+                                           self.shift, self.unigram)
         return (ptr, ids), (ptr_b, ids_b)
 
 
@@ -386,8 +386,7 @@ class WordIndex:
     @staticmethod
     def _terms(vocabulary: dict[str, int] | list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The terms' code points, one after the other, and where each starts (then the end)."""
-        terms = _terms(vocabulary)
-        return codepoints("".join(terms)), offsets(map(len, terms), len(terms))
+        return packed(_terms(vocabulary))
 
     def ids(self, tokens: Sequence[Sequence[str]]) -> Ids:
         """(row pointer, feature ids) of the in-vocabulary words of each token list; whitespace

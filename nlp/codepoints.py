@@ -24,6 +24,12 @@ def offsets(lengths: Iterable[int], count: int) -> np.ndarray:
     return out
 
 
+def packed(pieces: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``pieces`` (texts, words) as the kernels read them: their code points one after the other, and
+    :func:`offsets` (piece ``j`` at ``cps[starts[j]:starts[j + 1]]``)."""
+    return codepoints("".join(pieces)), offsets(map(len, pieces), len(pieces))
+
+
 class PackedWords(Sequence[list[str]]):
     """Token lists (one per text) with their packed form, made once for every kernel that reads the
     batch's words (both linear models' word features, the keyword ranking): all words in one list
@@ -34,8 +40,7 @@ class PackedWords(Sequence[list[str]]):
     def __init__(self, lists: Sequence[list[str]]) -> None:
         self.lists = lists
         self.flat: list[str] = list(chain.from_iterable(lists))
-        self.cps = codepoints("".join(self.flat))
-        self.starts = offsets(map(len, self.flat), len(self.flat))
+        self.cps, self.starts = packed(self.flat)
         self.docs = offsets(map(len, lists), len(lists))
 
     def __len__(self) -> int:

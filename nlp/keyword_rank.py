@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from nlp.codepoints import codepoints, offsets
+from nlp.codepoints import codepoints, packed
 from nlp.int_table import EMPTY, build_table, same_term, slot, table_bits, word_key, word_keys
 
 
@@ -128,7 +128,7 @@ class WeightTable:
         """Make the copy of ``weights`` (replacing the previous one)."""
         pairs = list(weights.items())
         terms = [w for w, _ in pairs]
-        term_cps, term_starts = codepoints("".join(terms)), offsets(map(len, terms), len(terms))
+        term_cps, term_starts = packed(terms)
         bits = table_bits(len(terms))
         table = build_table(word_keys(term_cps, term_starts), np.arange(len(terms), dtype=np.int64), np.int64(bits))
         values = np.fromiter((v for _, v in pairs), np.float64, len(pairs))

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numba as nb
 import numpy as np
 
-from nlp.codepoints import CODEPOINT_BITS, codepoints, offsets
+from nlp.codepoints import CODEPOINT_BITS, packed
 from nlp.int_table import EMPTY, build_table, slot, table_bits
 
 _BITS = CODEPOINT_BITS
@@ -112,5 +112,4 @@ class WordScanner:
     def scan(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every match in ``texts``, in text order then position: (text index, start within the text,
         index into :attr:`words`) as three int64 arrays; a match ends at start + the word's length."""
-        return _scan(codepoints("".join(texts)), offsets(map(len, texts), len(texts)), self._table,
-                     self._shift, self._root, self._word_at)
+        return _scan(*packed(texts), self._table, self._shift, self._root, self._word_at)
