@@ -204,7 +204,10 @@ class EmotionLexicon:
         if len(sents) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(sents)} sentiments")
         found = self.matches_many(texts)   # one scan for the batch
-        return [self.classify(t, s, m) for t, s, m in zip(texts, sents, found, strict=True)]
+        if self.threshold <= 0:   # even a text without a lexicon word has an emotion then
+            return [self.classify(t, s, m) for t, s, m in zip(texts, sents, found, strict=True)]
+        # a text without one (a third of feedback) scores 0 for every emotion, under the threshold
+        return [self.classify(t, s, m) if m else (NONE, []) for t, s, m in zip(texts, sents, found, strict=True)]
 
 
 def _number(value: object, what: str, source: str) -> float:
