@@ -72,9 +72,11 @@ def warm_up(analyzer: Analyzer) -> None:
     """Load everything an analysis touches lazily (dictionaries, look-up tables), so that forked
     workers inherit it instead of each building its own."""
     from nlp.keyword_rank import warm_up as warm_up_keywords
+    from nlp.word_column import warm_up as warm_up_word_column
 
     analyzer.analyze(["快递很快，但是客服态度太差了，我要投诉12315！<PHONE>", "好评"])
     warm_up_keywords()   # used once a worker's memo of keyword weights has grown (nlp.segment)
+    warm_up_word_column()   # what pipelines.enrich stores the words with
 
 
 class ForkPool(Generic[S]):

@@ -210,7 +210,7 @@ class Analyzer:
         emotions = self.emotions.classify_many(texts, sentiment)
         reasons = [detect_urgency(t) if s != "pos" else [] for t, s in zip(texts, sentiment, strict=True)]
         return {
-            "tokens": tokens,
+            "tokens": words,   # the token lists, packed (nlp.codepoints.PackedWords: enrich stores them from it)
             "keywords": keywords_many(words),
             "sentiment": sentiment,
             "sentiment_score": np.round(p_pos - p_neg, 4).tolist(),

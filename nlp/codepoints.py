@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from itertools import chain
-from typing import overload
 
 import numpy as np
 
@@ -30,28 +29,19 @@ def packed(pieces: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return codepoints("".join(pieces)), offsets(map(len, pieces), len(pieces))
 
 
-class PackedWords(Sequence[list[str]]):
+class PackedWords(list[list[str]]):
     """Token lists (one per text) with their packed form, made once for every kernel that reads the
-    batch's words (both linear models' word features, the keyword ranking): all words in one list
-    (``flat``), their code points in one array (``cps``, word ``j`` at ``starts[j]:starts[j + 1]``) and
-    each text's words (``docs[i]:docs[i + 1]``). A sequence of the token lists itself, so it goes
-    wherever token lists go. The lists must not change afterwards."""
+    batch's words (both linear models' word features, the keyword ranking, the stored ``tokens``
+    column): all words in one list (``flat``), their code points in one array (``cps``, word ``j`` at
+    ``starts[j]:starts[j + 1]``) and each text's words (``docs[i]:docs[i + 1]``). A list of the token
+    lists itself, so it goes wherever token lists go (``Analyzer.analyze`` returns it as the
+    ``tokens`` column). Neither it nor its lists may change afterwards."""
 
     def __init__(self, lists: Sequence[list[str]]) -> None:
-        self.lists = lists
+        super().__init__(lists)
         self.flat: list[str] = list(chain.from_iterable(lists))
         self.cps, self.starts = packed(self.flat)
         self.docs = offsets(map(len, lists), len(lists))
-
-    def __len__(self) -> int:
-        return len(self.lists)
-
-    @overload
-    def __getitem__(self, i: int) -> list[str]: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[list[str]]: ...
-    def __getitem__(self, i: int | slice) -> list[str] | Sequence[list[str]]:
-        return self.lists[i]
 
 
 def packed_words(lists: Sequence[Sequence[str]]) -> PackedWords:

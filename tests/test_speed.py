@@ -4,6 +4,7 @@ run on the sample data (every ``feedback_nlp`` column, value for value, in a rea
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -22,6 +23,7 @@ from nlp import Segmenter, normalize_text
 from nlp.clauses import split_clauses
 from nlp.codepoints import PackedWords
 from nlp.segment import _PLACEHOLDER_RE, WORD_SEP, join_words, split_words
+from nlp.word_column import join_words_utf8
 from pipelines.config import Settings, worker_count
 from pipelines.enrich import enrich_pending, sync_topics
 from pipelines.sources import iter_files, read_file
@@ -247,10 +249,26 @@ def test_stored_words_give_back_the_words(docs: list[list[str]]) -> None:
     assert [split_words(s) for s in join_words(docs)] == docs
 
 
+@given(_WORDS, st.booleans())
+def test_the_compiled_stored_words_are_join_words_in_utf8(docs: list[list[str]], packed: bool) -> None:
+    # enrich builds feedback_nlp.tokens from these two buffers: the same strings as join_words gives
+    at, data = join_words_utf8(PackedWords(docs) if packed else docs)
+    joined = [s.encode("utf-8") for s in join_words(docs)]
+    assert at.tolist() == [0, *itertools.accumulate(map(len, joined))]
+    assert data.tobytes() == b"".join(joined)
+
+
 @pytest.mark.parametrize("bad", [["快递", ""], ["快 递"], [""], ["a", " "]])
 def test_a_word_that_would_not_come_back_is_refused(bad: list[str]) -> None:
     with pytest.raises(ValueError, match="empty or holds a space"):
         join_words([["好"], bad])
+    with pytest.raises(ValueError, match="empty or holds a space"):
+        join_words_utf8([["好"], bad])
+
+
+def test_a_lone_surrogate_in_a_word_is_refused_as_arrow_refuses_it() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        join_words_utf8([["好"], ["a\ud800"]])
 
 
 def test_the_clis_warm_up_loads_the_kernels_a_model_then_uses() -> None:
@@ -260,12 +278,13 @@ def test_the_clis_warm_up_loads_the_kernels_a_model_then_uses() -> None:
     import sys
 
     code = ("from pipelines.cli import _warm_up_flows; _warm_up_flows(); "
-            "from models import tfidf_kernel as k; from nlp import int_table as t, keyword_rank as r, word_scan as w; "
+            "from models import tfidf_kernel as k; "
+            "from nlp import int_table as t, keyword_rank as r, word_column as c, word_scan as w; "
             "kernels = (k._char_ids, k._word_ids, k._scores, t.build_table, t.word_keys, k._add_second, r.top_words, "
-            "r.known_weights, w._scan); "
+            "r.known_weights, w._scan, c._join_utf8); "
             "before = [len(f.signatures) for f in kernels]; "
-            "from models.predict import Analyzer; "
-            "Analyzer.load('baseline').analyze(['快递很快，但是客服态度太差了', '好评']); "
+            "from models.predict import Analyzer; from pipelines.enrich import enrich_batch; "
+            "enrich_batch(Analyzer.load('baseline'), ['1', '2'], ['快递很快，但是客服态度太差了', '好评'], 'r'); "
             "print(before, [len(f.signatures) for f in kernels])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
