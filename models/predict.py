@@ -206,7 +206,9 @@ class Analyzer:
         per_topic = topic_sentiments(texts, topics, proba,
                                      lambda xs, ws, ctx: neutral_inquiries(
                                          xs, predict_in_context(self.model, xs, ws, ctx), names),
-                                     self.topic_model, self.taxonomy, names)
+                                     self.topic_model, self.taxonomy, names,
+                                     # the clauses' words from the texts' only if the clauses' cutter cut these
+                                     words=words if self.segmenter is default_segmenter() else None)
         emotions = self.emotions.classify_many(texts, sentiment)
         reasons = [detect_urgency(t) if s != "pos" else [] for t, s in zip(texts, sentiment, strict=True)]
         return {

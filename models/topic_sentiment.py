@@ -50,7 +50,8 @@ def _focus(clauses: list[str], selected: list[int]) -> list[int]:
 def topic_sentiments(texts: Sequence[str], topics: Sequence[Sequence[str]], doc_proba: np.ndarray,
                      score: Callable[[list[str], list[list[str]], Context], np.ndarray], topic_model: TopicModel | None,
                      taxonomy: Taxonomy, labels: Sequence[str] = LABELS,
-                     clause_weight: float | None = None) -> list[list[TopicSentiment]]:
+                     clause_weight: float | None = None,
+                     words: Sequence[Sequence[str]] | None = None) -> list[list[TopicSentiment]]:
     """Per row, one :class:`TopicSentiment` per topic in ``topics`` (same order).
 
     ``doc_proba`` holds the texts' own sentiment probabilities (columns in ``labels`` order);
@@ -58,7 +59,9 @@ def topic_sentiments(texts: Sequence[str], topics: Sequence[Sequence[str]], doc_
     probabilities in the same layout; ``context`` (:class:`models.ensemble.Context`) holds the
     probabilities each will be blended with, so that a cascade can screen the blend
     (:func:`models.ensemble.predict_in_context`). Clauses are segmented once: the words of selected clauses joined by
-    :data:`JOIN` are their words joined by it (jieba cuts at punctuation), so no text is cut twice. A topic read
+    :data:`JOIN` are their words joined by it (jieba cuts at punctuation), so no text is cut twice; given
+    ``words`` (the texts' words), a clause that is a stretch of them between punctuation takes its words
+    from them (:func:`nlp.clause_words.clause_words`), and only the others are cut. A topic read
     from its clauses gets ``softmax(w·log p_clauses + (1 − w)·log p_text)``, ``w = clause_weight``
     (default: the topic model's, tuned on dev), so the text's context still counts."""
     w = clause_weight if clause_weight is not None else (topic_model.clause_weight if topic_model else 1.0)
@@ -73,7 +76,13 @@ def topic_sentiments(texts: Sequence[str], topics: Sequence[Sequence[str]], doc_
             if len(clauses) > 1:
                 clause_rows.append((i, clauses))
     flat = [c for _, cs in clause_rows for c in cs]
-    flat_tokens = default_segmenter().cut_many(flat)
+    if words is None:
+        flat_tokens = default_segmenter().cut_many(flat)
+    else:   # the texts' own words where that is exact (compiled: numba is imported with it, here)
+        from nlp.clause_words import clause_words
+
+        flat_tokens = clause_words(words, [i for i, _ in clause_rows], [cs for _, cs in clause_rows],
+                                   default_segmenter())
     words_of: dict[int, list[list[str]]] = {}
     start_of: dict[int, int] = {}   # row → its first clause in ``flat``
     flat_evidence = taxonomy.match_evidence_many(flat)   # one scan for every clause, not a call per clause

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 
 CONTRAST = ("但是", "不过", "可是", "然而", "只是", "反而", "另外")   # a clause starts before these
-_PUNCT = r"[，。！？；,.!?;\n…~～]+"
+PUNCTUATION = "，。！？；,.!?;\n…~～"   # a clause ends at a run of these
+_PUNCT = f"[{re.escape(PUNCTUATION)}]+"
 _SPLIT = re.compile(rf"{_PUNCT}|(?=(?:{'|'.join(CONTRAST)}))")
 MIN_CHARS = 3
 

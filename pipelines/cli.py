@@ -131,6 +131,7 @@ def _warm_up_flows() -> None:
 
     from models.tfidf_kernel import warm_up as warm_up_kernels
     from nlp import keywords_many
+    from nlp.clause_words import warm_up as warm_up_clause_words
     from nlp.keyword_rank import warm_up as warm_up_keywords
     from nlp.word_column import warm_up as warm_up_word_column
     from nlp.word_scan import WordScanner
@@ -141,6 +142,7 @@ def _warm_up_flows() -> None:
     keywords_many([["快递", "很快"]])   # its ranking kernel, and the IDF table
     warm_up_keywords()                   # the compiled copy of the keyword weights
     warm_up_word_column()                # the stored words' encoder
+    warm_up_clause_words()               # the clauses' words, from the texts'
     WordScanner(["快递"]).scan(["快递很快"])   # the taxonomy's keyword scan
 
 

@@ -2,10 +2,14 @@ import random
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.predict import analysis_version
 from nlp import TaxonomyError, corpus_keywords, default_segmenter, default_taxonomy, keywords, load_taxonomy
+from nlp.clause_words import _SEPARATORS, _spans, clause_words
+from nlp.clauses import split_clauses
+from nlp.codepoints import PackedWords
 from nlp.segment import ENGINES, Segmenter, SegmenterError, segmenter_engine
 from nlp.taxonomy import Taxonomy, Topic
 from nlp.word_scan import WordScanner
@@ -65,6 +69,44 @@ def test_cut_many_is_cut_of_each_text(engine: str) -> None:
     odd = ["前\x00后", "快递很慢"]
     assert seg.cut_many(odd) == [seg.cut(t) for t in odd]
     assert seg.cut_many([]) == [] and seg.cut_many(["很好"]) == [seg.cut("很好")]
+
+
+_CLAUSE_PIECES = ["快递很快", "质量太差了", "客服态度好", "但是", "不过价格贵", "超值", "好评", "哈哈", "3.5元",
+                  "iPhone 12", "<PHONE>", "，", "。", "！", "！！", "？", ",", ".", "~", "…", " ", "退款",
+                  "很好但是贵", "另外包装破了", "😀", "Ｗi-Fi", "12315"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_clause_words_are_the_words_cutting_each_clause_gives(engine: str) -> None:
+    """Per-topic sentiment takes a clause's words from its text's where the clause is a stretch of
+    them between punctuation: for every clause of random texts (merged fragments, contrast splits
+    inside a run, spaces, ".", placeholders), they are what cutting the clause gives."""
+    rng = random.Random(8)
+    seg = Segmenter(engine=engine)
+    texts = ["".join(rng.choice(_CLAUSE_PIECES) for _ in range(rng.randint(1, 12))) for _ in range(400)]
+    texts += ["物流很快，质量很好，但是价格太贵了", "好评！哈哈", "。。开头就是标点", "结尾是标点！！"]
+    rows = [i for i, t in enumerate(texts) if split_clauses(t)]
+    clauses = [split_clauses(texts[i]) for i in rows]
+    words = seg.cut_many(texts)
+    flat = [c for cs in clauses for c in cs]
+    assert clause_words(words, rows, clauses, seg) == seg.cut_many(flat)
+    assert clause_words(PackedWords(words), rows, clauses, seg) == seg.cut_many(flat)
+    # and the stretches are taken, not cut again: every clause of the plain text is one
+    lo, _ = _spans_of(seg, ["物流很快，质量很好，但是价格太贵了！"])
+    assert (lo >= 0).all() and len(lo) == 3
+    # a merged fragment ("超值" joins the clause before it), a split before 但是 inside a run: cut
+    lo, _ = _spans_of(seg, ["东西很划算，超值，物流很快", "质量很好但是价格太贵"])
+    assert (lo[[0, 2, 3]] < 0).all() and lo[1] >= 0
+
+
+def _spans_of(seg: Segmenter, texts: list[str]) -> tuple:
+    from nlp.codepoints import packed
+
+    words = PackedWords(seg.cut_many(texts))
+    clauses = [split_clauses(t) for t in texts]
+    ccps, cstarts = packed([c for cs in clauses for c in cs])
+    per_row = np.cumsum([0, *map(len, clauses)])
+    return _spans(words.cps, words.starts, words.docs, np.arange(len(texts)), ccps, cstarts, per_row, _SEPARATORS)
 
 
 def test_segmenter_engine_setting(monkeypatch: pytest.MonkeyPatch) -> None:
