@@ -20,10 +20,12 @@ components   cxloop's segmenter (CX dictionary, its block cache cold at the star
              as ``Analyzer`` runs them) beside each looking its texts up itself;
              ``Analyzer.analyze`` with the baseline in one process and over the worker pool;
              ``write_nlp`` of the resulting ``feedback_nlp`` rows. Capped at 100,000 rows.
-pipeline     ``ingest_file`` of a CSV (id, created_at, channel, text) into a fresh warehouse;
-             ``sync_topics`` + ``enrich_pending.fn`` (``CXLOOP_WORKERS`` processes: model load and
-             fork included); end to end = the two together; then the re-run with no new data (the
-             file is recognised by its hash, nothing is pending). Plain functions, no Prefect run.
+pipeline     ``ingest_file`` of a CSV (id, created_at, channel, text) into a fresh warehouse, as the
+             main job runs it (the model starts loading on a thread once the records are prepared,
+             ``pipelines.enrich.preload``); ``sync_topics`` + ``enrich_pending.fn`` (``CXLOOP_WORKERS``
+             processes: model load and fork included); end to end = the two together; then the re-run
+             with no new data (the file is recognised by its hash, nothing is pending). Plain
+             functions, no Prefect run.
 
 Peak RSS is the peak during each stage of this process plus its workers, each process's PSS (its RSS
 with every page it shares, e.g. copy-on-write with its parent, divided among the processes sharing
@@ -390,7 +392,7 @@ def child_components(csv_path: Path, anchor_rows: int, log: Callable[[str], None
 # -- child: the pipeline ------------------------------------------------------------------------
 def child_pipeline(csv_path: Path, n: int, log: Callable[[str], None]) -> dict[str, Any]:
     from pipelines.config import Settings, worker_count
-    from pipelines.enrich import enrich_pending, sync_topics
+    from pipelines.enrich import enrich_pending, preload, sync_topics
     from pipelines.ingest import ingest_file
     from pipelines.records import ColumnMap
     from pipelines.warehouse import Warehouse
@@ -408,9 +410,10 @@ def child_pipeline(csv_path: Path, n: int, log: Callable[[str], None]) -> dict[s
     peak = PeakRSS()
     stages: list[dict[str, Any]] = []
 
-    def ingest() -> Any:
+    def ingest() -> Any:   # as the main job runs it: the model loads while the file's transaction runs
         return ingest_file(wh, csv_path, source="bench", columns=ColumnMap(), channel="app_review",
-                           run_id="bench", salt=b"bench")
+                           run_id="bench", salt=b"bench",
+                           on_prepared=lambda: preload("baseline", str(home), str(db)))
 
     def enrich() -> dict:
         sync_topics(wh, settings)

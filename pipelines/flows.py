@@ -38,7 +38,8 @@ def cx_loop_flow(paths: list[str] | None = None, db: str | None = None, home: st
     paths = paths or [str(settings.sample_dir)]
     sample_story = all(Path(p).resolve() == settings.sample_dir.resolve() for p in paths)
     common = {"db": str(settings.db_path), "home": str(settings.home)}
-    ingested = ingest_flow(paths=paths, source=source, channel=channel, columns=columns, **common)
+    ingested = ingest_flow(paths=paths, source=source, channel=channel, columns=columns, preload_model=True,
+                           model=model, **common)
     enriched = enrich_flow(model=model, **common)
     ranked = pain_points_flow(model=model, top_n=top_n, **common)
     verified = verify_flow(sample_story=sample_story, **common)

@@ -17,6 +17,7 @@ opened (locked past the timeout, or broken) stops the flow: no other file could 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -73,8 +74,11 @@ class IngestResult:
 
 
 def ingest_file(wh: Warehouse, path: Path, *, source: str | None, columns: ColumnMap, channel: str | None,
-                run_id: str, salt: bytes) -> FileResult:
-    """Ingest one file in one transaction (see the module docstring)."""
+                run_id: str, salt: bytes, on_prepared: Callable[[], None] | None = None) -> FileResult:
+    """Ingest one file in one transaction (see the module docstring). ``on_prepared`` is called once
+    every record is prepared and staged, before that transaction: DuckDB's work, which lets go of
+    the GIL, so a caller can start something on a thread meanwhile (the main job: loading the model
+    ``enrich`` scores with next, ``pipelines.enrich.preload``)."""
     name = source or path.stem
     if path.is_file():  # bytes seen before are recognised by their hash, before any parsing
         with wh.connect() as con:
@@ -103,6 +107,8 @@ def ingest_file(wh: Warehouse, path: Path, *, source: str | None, columns: Colum
             for total, counts in ((result.reasons, part.reasons), (result.flagged, part.flagged)):
                 for k, v in counts.items():
                     total[k] = total.get(k, 0) + v
+        if on_prepared is not None and staged_rows:
+            on_prepared()
         with wh.transaction() as con:  # every staged chunk in one statement per table
             result.stored = Warehouse.insert_parquet(con, "feedback", [f for f, _ in parts], on_conflict="ignore")
             result.duplicates += staged_rows - result.stored   # stored before, from another file
@@ -147,11 +153,18 @@ def _failure(path: str, state: State) -> str:
 
 @task(name="ingest-file", retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
 def ingest_file_task(db: str, path: str, source: str | None, columns: dict, channel: str | None,
-                     run_id: str, home: str) -> dict:
-    """Ingest one file; returns its counts."""
+                     run_id: str, home: str, preload_model: bool = False, model: str | None = None) -> dict:
+    """Ingest one file; returns its counts. ``preload_model``: start loading ``model`` for the
+    ``enrich`` that follows once the file's records are prepared (``pipelines.enrich.preload``)."""
     settings = Settings.resolve(home, db)
+
+    def start_preload() -> None:
+        from pipelines.enrich import preload  # the model code is imported here, when it is wanted
+
+        preload(model, home, db)
+
     res = ingest_file(Warehouse(db), Path(path), source=source, columns=ColumnMap(**columns), channel=channel,
-                      run_id=run_id, salt=settings.salt())
+                      run_id=run_id, salt=settings.salt(), on_prepared=start_preload if preload_model else None)
     log = logger()
     if res.skipped:
         log.info("%s: already ingested (same content), skipped", Path(path).name)
@@ -163,17 +176,21 @@ def ingest_file_task(db: str, path: str, source: str | None, columns: dict, chan
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow(paths: list[str], db: str | None = None, home: str | None = None, source: str | None = None,
-                channel: str | None = None, columns: dict | None = None) -> dict:
-    """Ingest feedback files (a file or folder each) into the warehouse; returns the counts."""
+                channel: str | None = None, columns: dict | None = None, preload_model: bool = False,
+                model: str | None = None) -> dict:
+    """Ingest feedback files (a file or folder each) into the warehouse; returns the counts.
+    ``preload_model`` (the main job, where ``enrich`` with ``model`` comes next): the model loads
+    on a thread while the last file's transaction runs (``pipelines.enrich.preload``)."""
     settings = Settings.resolve(home, db)
     files = check_inputs(paths, ColumnMap(**(columns or {})))
     wh = Warehouse(settings.db_path)
     result = IngestResult()
     with recorded_run(wh, "ingest", {"paths": paths, "source": source, "channel": channel}) as run:
         progress.reporter().start("ingest", len(files))
-        for f in files:
+        for n, f in enumerate(files, 1):
             state = ingest_file_task(str(settings.db_path), str(f), source, columns or {}, channel, run.run_id,
-                                     str(settings.home), return_state=True)
+                                     str(settings.home), preload_model and n == len(files), model,
+                                     return_state=True)
             if state.is_completed():
                 result.files.append(FileResult(**state.result()))
             else:

@@ -42,6 +42,9 @@ def test_main_job_stores_scores_ranks_and_fills_the_backlog(first_run: tuple[Pat
     assert any(r["topic"] == "digital_experience" for r in top)  # the App 8.2 spike leads
     # ingest, enrich, pain_points, verify, suggest_topics
     assert wh.scalar("SELECT count(*) FROM runs WHERE status = 'completed'") == 5
+    import pipelines.enrich
+
+    assert pipelines.enrich._PRELOAD is None   # the model preloaded during ingest was used, no thread left
 
 
 def test_stored_tokens_split_into_the_segmenters_words(first_run: tuple[Path, dict]) -> None:

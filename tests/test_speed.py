@@ -26,6 +26,8 @@ from nlp.segment import _PLACEHOLDER_RE, WORD_SEP, join_words, split_words
 from nlp.word_column import join_words_utf8
 from pipelines.config import Settings, worker_count
 from pipelines.enrich import enrich_pending, sync_topics
+from pipelines.ingest import ingest_file
+from pipelines.records import ColumnMap
 from pipelines.sources import iter_files, read_file
 from pipelines.warehouse import Warehouse
 
@@ -236,6 +238,57 @@ def test_parallel_enrich_stores_exactly_the_serial_rows(tmp_path: Path, home: Pa
     monkeypatch.setattr(Analyzer, "load", no_model)   # nothing new: the rows are read, no model is loaded
     again = enrich_pending.fn(str(parallel), str(home), "baseline", "again", workers=2, chunk_rows=100)
     assert again == {"scored": 0, "model_version": one["model_version"]}
+
+
+def test_enrich_scores_with_the_model_preloaded_while_ingest_stored(tmp_path: Path, home: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # the main job loads the model on a thread while ingest's last transaction runs: enrich waits for
+    # it, loads none itself, and stores exactly what a run that loaded it itself stores
+    import pipelines.enrich as enrich
+
+    plain, pre = tmp_path / "plain.duckdb", tmp_path / "pre.duckdb"
+    ingest_sample(plain)
+    sync_topics(Warehouse(plain), Settings.resolve(home, plain))
+    one = enrich_pending.fn(str(plain), str(home), "baseline", "plain", workers=1)
+    started: list[str] = []
+
+    def on_prepared(f: Path) -> None:
+        started.append(f.name)
+        enrich.preload("baseline", str(home), str(pre))
+
+    wh = Warehouse(pre)
+    for f in iter_files([SAMPLE]):
+        ingest_file(wh, f, source=None, columns=ColumnMap(), channel=None, run_id="ingest", salt=b"salt",
+                    on_prepared=lambda f=f: on_prepared(f))
+    assert len(started) == 6 and enrich._PRELOAD is not None   # one preload, however many calls
+    enrich._PRELOAD.thread.join()
+    sync_topics(Warehouse(pre), Settings.resolve(home, pre))
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("enrich loaded a model although one was preloaded")
+
+    monkeypatch.setattr(Analyzer, "load", no_model)
+    two = enrich_pending.fn(str(pre), str(home), "baseline", "pre", workers=2, chunk_rows=200)
+    assert one == two and one["scored"] > 800 and enrich._PRELOAD is None
+    assert nlp_rows(plain) == nlp_rows(pre)
+
+
+def test_a_preload_enrich_cannot_use_is_dropped(tmp_path: Path, home: Path) -> None:
+    # a preload for another warehouse (or model) is waited for and dropped: enrich loads its own, and
+    # no loading thread is left when it forks its workers or returns
+    import pipelines.enrich as enrich
+
+    db = tmp_path / "cx.duckdb"
+    ingest_sample(db)
+    sync_topics(Warehouse(db), Settings.resolve(home, db))
+    enrich.preload("baseline", str(home), str(tmp_path / "other.duckdb"))
+    thread = enrich._PRELOAD.thread
+    out = enrich_pending.fn(str(db), str(home), "baseline", "r", workers=2, chunk_rows=200)
+    assert out["scored"] > 800 and enrich._PRELOAD is None and not thread.is_alive()
+    enrich.preload("baseline", str(home), str(db))   # nothing left to score: dropped all the same
+    thread = enrich._PRELOAD.thread
+    assert enrich_pending.fn(str(db), str(home), "baseline", "again")["scored"] == 0
+    assert enrich._PRELOAD is None and not thread.is_alive()
 
 
 _WORD = st.one_of(st.sampled_from(["快递", "a", "😀", "é", "<PHONE>", "12315", "\t", "\u3000"]),
