@@ -13,7 +13,8 @@ that hold whitespace or a "." (which jieba keeps inside runs), about a quarter o
 :func:`_spans` decides it for a batch in one compiled pass: per text, the stretches of words
 between separator words, their characters compared with the clauses' characters in order; a clause
 gets a stretch's words only if the two streams are equal and the clause starts and ends where the
-stretch does. ``tests/test_topics.py`` checks that every clause gets the words cutting it gives."""
+stretch does. ``tests/test_segment_taxonomy.py`` checks that every clause gets the words cutting it
+gives."""
 
 from __future__ import annotations
 

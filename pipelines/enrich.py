@@ -37,7 +37,7 @@ from models.predict import Analyzer, current_analysis_version
 from nlp import Taxonomy
 from pipelines import progress
 from pipelines.config import Settings, worker_count
-from pipelines.distributed import ClusterSettings, cluster_settings, staging_root, task_runner
+from pipelines.distributed import ClusterConfigError, ClusterSettings, cluster_settings, staging_root, task_runner
 from pipelines.runs import input_state, logger, recorded_run, unchanged_result
 from pipelines.warehouse import HeldWriter, Warehouse
 
@@ -123,8 +123,14 @@ def preload(model: str | None, home: str, db: str) -> None:
     instead of after it (at 100,000 rows about 0.6 s of the 1.0 s the load and warm-up take). The
     next ``enrich`` waits for it and uses it if it is of the model version it scores with; either
     way no thread is left behind it (``enrich_flow`` drops one it did not use). A second call for
-    the same model and warehouse while one is loading does nothing."""
+    the same model and warehouse while one is loading does nothing, and so does a call while a Dask
+    cluster is configured (the cluster's workers load their own)."""
     global _PRELOAD
+    try:
+        if cluster_settings() is not None:
+            return
+    except ClusterConfigError:   # enrich_flow reports it
+        return
     settings = Settings.resolve(home, db)
     if _PRELOAD is not None:
         if _PRELOAD.key == _preload_key(model, settings):
