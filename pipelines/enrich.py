@@ -20,6 +20,7 @@ the one writer (``pipelines.distributed``; a local run and a cluster run store t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -97,15 +98,12 @@ class _Preload:
 
     def __init__(self, model: str | None, settings: Settings) -> None:
         self.key = _preload_key(model, settings)
-        self.analyzer: Analyzer | None = None
-        self.error: BaseException | None = None
+        self.analyzer: Analyzer | None = None   # None after a failure: enrich loads it again, and fails there
         self.thread = threading.Thread(target=self._load, args=(model, settings), name="enrich-preload", daemon=True)
 
     def _load(self, model: str | None, settings: Settings) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.analyzer = _ready(model, settings, settings.load_taxonomy())
-        except BaseException as e:  # noqa: BLE001 - kept, and dropped: enrich loads it again and fails there
-            self.error = e
 
 
 _PRELOAD: _Preload | None = None   # at most one, consumed (joined) by the next enrich of this process
@@ -140,25 +138,28 @@ def preload(model: str | None, home: str, db: str) -> None:
     _PRELOAD.thread.start()
 
 
-def _preloaded(model: str | None, settings: Settings, version: str) -> Analyzer | None:
-    """The preloaded analyzer for ``model`` on this warehouse if it scores ``version``, waited for;
-    None if there is none, it failed, or it is another one. Any preload is consumed here."""
+def _take_preload() -> _Preload | None:
+    """The preload of this process, if any, waited for and no longer held."""
     global _PRELOAD
     pre, _PRELOAD = _PRELOAD, None
-    if pre is None:
-        return None
-    pre.thread.join()
-    if pre.key != _preload_key(model, settings) or pre.analyzer is None or pre.analyzer.model_version != version:
+    if pre is not None:
+        pre.thread.join()
+    return pre
+
+
+def _preloaded(model: str | None, settings: Settings, version: str) -> Analyzer | None:
+    """The preloaded analyzer for ``model`` on this warehouse if it scores ``version``; None if there
+    is none, it failed, or it is another one. Any preload is consumed here."""
+    pre = _take_preload()
+    if pre is None or pre.key != _preload_key(model, settings) or pre.analyzer is None \
+            or pre.analyzer.model_version != version:
         return None
     return pre.analyzer
 
 
 def drop_preload() -> None:
     """Wait for a preload nobody will use and drop it (before this process forks, or ends a flow)."""
-    global _PRELOAD
-    pre, _PRELOAD = _PRELOAD, None
-    if pre is not None:
-        pre.thread.join()
+    _take_preload()
 
 
 def _ready(model: str | None, settings: Settings, taxonomy: Taxonomy) -> Analyzer:
