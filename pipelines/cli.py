@@ -114,13 +114,13 @@ def _flow_api() -> Iterator[None]:
         yield
         return
     if not _api.ready:
-        _warm_up_flows()
+        warm_up_flows()
     _run(_api.wait_ready)
     with _api.serving():
         yield
 
 
-def _warm_up_flows() -> None:
+def warm_up_flows() -> None:
     """What the first flow run would load, loaded while the temporary API is still starting instead
     of after it: Prefect's flow and task engines, what DuckDB imports when it is first handed Arrow
     data (about 0.4 s in all), and the compiled scoring kernels and jieba's IDF table that ``enrich``

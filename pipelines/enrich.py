@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from prefect import flow, task
 
 from models.parallel import AnalyzerPool, parallel_safe, warm_up
-from models.predict import Analyzer, current_analysis_version
+from models.predict import Analyzer, current_analysis_version, gc_paused
 from nlp import Taxonomy
 from pipelines import progress
 from pipelines.config import Settings, worker_count
@@ -188,12 +188,15 @@ def enrich_batch(analyzer: Analyzer, ids: list[str], texts: list[str], run_id: s
     encoded for the whole batch at once (``nlp.word_column.join_words_utf8``)."""
     from nlp.word_column import join_words_utf8  # compiled: numba is imported with it, here (as in nlp.segment)
 
-    cols: dict[str, object] = dict(analyzer.analyze(texts))
-    n = len(ids)
-    at, data = join_words_utf8(cols["tokens"])   # type: ignore[arg-type]
-    cols["tokens"] = pa.LargeStringArray.from_buffers(n, pa.py_buffer(at), pa.py_buffer(data)).cast(pa.string())
-    return pa.table({"feedback_id": ids, **cols, "enriched_at": _same(datetime.now(), n), "run_id": [run_id] * n},
-                    schema=NLP_SCHEMA)
+    with gc_paused():   # until the analysis's lists are Arrow columns and gone (see models.predict.gc_paused)
+        cols: dict[str, object] = dict(analyzer.analyze(texts))
+        n = len(ids)
+        at, data = join_words_utf8(cols["tokens"])   # type: ignore[arg-type]
+        cols["tokens"] = pa.LargeStringArray.from_buffers(n, pa.py_buffer(at), pa.py_buffer(data)).cast(pa.string())
+        table = pa.table({"feedback_id": ids, **cols, "enriched_at": _same(datetime.now(), n),
+                          "run_id": [run_id] * n}, schema=NLP_SCHEMA)
+        del cols
+    return table
 
 
 def _same(now: datetime, n: int) -> pa.Array:

@@ -226,8 +226,8 @@ def test_analyze_pauses_the_garbage_collector_and_restores_it(analyzer: Analyzer
         with pytest.raises(TypeError):
             analyzer.analyze(None)  # type: ignore[arg-type]
         assert gc.isenabled()
-        with predict._gc_paused():
-            with predict._gc_paused():
+        with predict.gc_paused():
+            with predict.gc_paused():
                 assert not gc.isenabled()
             assert not gc.isenabled()
         assert gc.isenabled()
@@ -235,7 +235,7 @@ def test_analyze_pauses_the_garbage_collector_and_restores_it(analyzer: Analyzer
         barrier = threading.Barrier(4)
 
         def worker() -> None:
-            with predict._gc_paused():
+            with predict.gc_paused():
                 barrier.wait()
         threads = [threading.Thread(target=worker) for _ in range(4)]
         for t in threads:
