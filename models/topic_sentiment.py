@@ -13,8 +13,8 @@ held-out per-aspect polarities (``models.train_topics``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from itertools import chain
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,8 +28,7 @@ SHORT_CLAUSE = 6   # a selected clause this short takes the following clause alo
 JOIN = "，"         # selected clauses are scored as one text, joined by this (a word of its own)
 
 
-@dataclass(frozen=True)
-class TopicSentiment:
+class TopicSentiment(NamedTuple):   # a tuple: made for every (text, topic), in half a frozen dataclass's time
     topic: str
     sentiment: str      # neg | neu | pos
     score: float        # P(pos) − P(neg) of the text the polarity was read from

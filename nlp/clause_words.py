@@ -24,7 +24,7 @@ import numba as nb
 import numpy as np
 
 from nlp.clauses import PUNCTUATION
-from nlp.codepoints import packed, packed_words
+from nlp.codepoints import PackedWords, packed, packed_words
 from nlp.segment import Segmenter
 
 # punctuation split_clauses splits at that jieba never puts inside a run ("." it does: "3.5")
@@ -97,14 +97,53 @@ def _spans(cps: np.ndarray, starts: np.ndarray, doc_words: np.ndarray, rows: np.
     return lo, hi
 
 
+@nb.njit(cache=True, nogil=True)
+def _gather(cps: np.ndarray, starts: np.ndarray, lo: np.ndarray, hi: np.ndarray, cut_cps: np.ndarray,
+            cut_starts: np.ndarray, cut_docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The packed form (code points, word starts, clause starts) of the clauses' words: clause ``c``'s
+    are the texts' words ``lo[c]`` … ``hi[c]`` (``cps``/``starts``), or where ``lo[c] < 0`` the next
+    clause's of those cut again (``cut_cps``/``cut_starts``/``cut_docs``), in order."""
+    n = len(lo)
+    n_words, n_cps, k = 0, 0, 0
+    for c in range(n):
+        if lo[c] >= 0:
+            n_words += hi[c] - lo[c]
+            n_cps += starts[hi[c]] - starts[lo[c]]
+        else:
+            n_words += cut_docs[k + 1] - cut_docs[k]
+            n_cps += cut_starts[cut_docs[k + 1]] - cut_starts[cut_docs[k]]
+            k += 1
+    out_cps = np.empty(n_cps, np.int64)
+    out_starts = np.empty(n_words + 1, np.int64)
+    out_docs = np.empty(n + 1, np.int64)
+    w, p, k = 0, 0, 0
+    out_docs[0], out_starts[0] = 0, 0
+    for c in range(n):
+        if lo[c] >= 0:
+            src_cps, src_starts, a, b = cps, starts, lo[c], hi[c]
+        else:
+            src_cps, src_starts, a, b = cut_cps, cut_starts, cut_docs[k], cut_docs[k + 1]
+            k += 1
+        for t in range(a, b):
+            for i in range(src_starts[t], src_starts[t + 1]):
+                out_cps[p] = src_cps[i]
+                p += 1
+            w += 1
+            out_starts[w] = p
+        out_docs[c + 1] = w
+    return out_cps, out_starts, out_docs
+
+
 def clause_words(words: Sequence[Sequence[str]], rows: Sequence[int], clauses: Sequence[Sequence[str]],
-                 segmenter: Segmenter) -> list[list[str]]:
+                 segmenter: Segmenter) -> PackedWords:
     """The words of every clause of ``clauses`` (``clauses[j]``: the clauses of text ``rows[j]``, in
     order, flattened), as ``segmenter.cut_many`` of them gives them; ``words``: the texts' words as
-    ``segmenter`` cut them (a :class:`nlp.codepoints.PackedWords` is used as it is)."""
+    ``segmenter`` cut them (a :class:`nlp.codepoints.PackedWords` is used as it is). Packed: the
+    topic model reads them so, and their packed form is copied from the texts' (:func:`_gather`),
+    not made again from the words."""
     flat = [c for cs in clauses for c in cs]
     if not flat:
-        return []
+        return PackedWords([])
     packed_text = packed_words(words)
     ccps, cstarts = packed(flat)
     per_row = np.zeros(len(clauses) + 1, np.int64)
@@ -114,9 +153,11 @@ def clause_words(words: Sequence[Sequence[str]], rows: Sequence[int], clauses: S
     text_words = packed_text.flat
     out = [text_words[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
     miss = np.flatnonzero(lo < 0).tolist()
-    for j, cut in zip(miss, segmenter.cut_many([flat[j] for j in miss]), strict=True):
-        out[j] = cut
-    return out
+    cut = PackedWords(segmenter.cut_many([flat[j] for j in miss]))
+    for j, words_j in zip(miss, cut, strict=True):
+        out[j] = words_j
+    return PackedWords.of_arrays(out, *_gather(packed_text.cps, packed_text.starts, lo, hi, cut.cps, cut.starts,
+                                               cut.docs))
 
 
 def warm_up() -> None:

@@ -39,9 +39,26 @@ class PackedWords(list[list[str]]):
 
     def __init__(self, lists: Sequence[list[str]]) -> None:
         super().__init__(lists)
-        self.flat: list[str] = list(chain.from_iterable(lists))
-        self.cps, self.starts = packed(self.flat)
+        self._flat: list[str] | None = list(chain.from_iterable(lists))
+        self.cps, self.starts = packed(self._flat)
         self.docs = offsets(map(len, lists), len(lists))
+
+    @classmethod
+    def of_arrays(cls, lists: Sequence[list[str]], cps: np.ndarray, starts: np.ndarray,
+                  docs: np.ndarray) -> PackedWords:
+        """``lists`` with a packed form made elsewhere (``nlp.clause_words`` copies it from the
+        texts' packed words): it must be what packing them gives (``tests/test_segment_taxonomy.py``)."""
+        out = cls.__new__(cls)
+        list.__init__(out, lists)
+        out._flat, out.cps, out.starts, out.docs = None, cps, starts, docs
+        return out
+
+    @property
+    def flat(self) -> list[str]:
+        """Every word, text after text (made on first use where the packed form came from elsewhere)."""
+        if self._flat is None:
+            self._flat = list(chain.from_iterable(self))
+        return self._flat
 
 
 def packed_words(lists: Sequence[Sequence[str]]) -> PackedWords:

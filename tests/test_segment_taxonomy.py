@@ -90,7 +90,14 @@ def test_clause_words_are_the_words_cutting_each_clause_gives(engine: str) -> No
     words = seg.cut_many(texts)
     flat = [c for cs in clauses for c in cs]
     assert clause_words(words, rows, clauses, seg) == seg.cut_many(flat)
-    assert clause_words(PackedWords(words), rows, clauses, seg) == seg.cut_many(flat)
+    got = clause_words(PackedWords(words), rows, clauses, seg)
+    assert got == seg.cut_many(flat)
+    # their packed form, copied from the texts' and the clauses cut again, is what packing them gives
+    fresh = PackedWords(list(got))
+    for a in ("cps", "starts", "docs"):
+        assert getattr(got, a).tolist() == getattr(fresh, a).tolist(), a
+    assert got.flat == fresh.flat
+    assert clause_words(words, [], [], seg) == [] and clause_words(words, [], [], seg).docs.tolist() == [0]
     # and the stretches are taken, not cut again: every clause of the plain text is one
     lo, _ = _spans_of(seg, ["物流很快，质量很好，但是价格太贵了！"])
     assert (lo >= 0).all() and len(lo) == 3
