@@ -13,7 +13,6 @@ held-out per-aspect polarities (``models.train_topics``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -22,6 +21,7 @@ from models.ensemble import Context, blend
 from models.topics import TopicModel
 from nlp import Taxonomy, default_segmenter
 from nlp.clauses import CONTRAST, split_clauses
+from nlp.codepoints import PackedWords
 
 LABELS = ("neg", "neu", "pos")
 SHORT_CLAUSE = 6   # a selected clause this short takes the following clause along (its opinion)
@@ -67,7 +67,7 @@ def topic_sentiments(texts: Sequence[str], topics: Sequence[Sequence[str]], doc_
     li = {lab: i for i, lab in enumerate(labels)}
     plan: list[list[tuple[str, int | None]]] = []     # per row: (topic, index into extra texts or None)
     extra: list[str] = []
-    extra_tokens: list[list[str]] = []
+    extra_groups: list[list[int]] = []   # per extra text, its clauses (indexes into ``flat``)
     clause_rows: list[tuple[int, list[str]]] = []
     for i, (text, keys) in enumerate(zip(texts, topics, strict=True)):
         if keys:
@@ -75,14 +75,14 @@ def topic_sentiments(texts: Sequence[str], topics: Sequence[Sequence[str]], doc_
             if len(clauses) > 1:
                 clause_rows.append((i, clauses))
     flat = [c for _, cs in clause_rows for c in cs]
-    if words is None:
-        flat_tokens = default_segmenter().cut_many(flat)
-    else:   # the texts' own words where that is exact (compiled: numba is imported with it, here)
-        from nlp.clause_words import clause_words
+    # compiled: numba is imported with it, here
+    from nlp.clause_words import clause_words, joined_clause_words
 
+    if words is None:
+        flat_tokens = PackedWords(default_segmenter().cut_many(flat))
+    else:   # the texts' own words where that is exact
         flat_tokens = clause_words(words, [i for i, _ in clause_rows], [cs for _, cs in clause_rows],
                                    default_segmenter())
-    words_of: dict[int, list[list[str]]] = {}
     start_of: dict[int, int] = {}   # row → its first clause in ``flat``
     flat_evidence = taxonomy.match_evidence_many(flat)   # one scan for every clause, not a call per clause
     p = topic_model.lexical_proba(flat, flat_tokens) if topic_model is not None and flat else None
@@ -91,7 +91,6 @@ def topic_sentiments(texts: Sequence[str], topics: Sequence[Sequence[str]], doc_
     above_all = (p >= topic_model.thresholds).T.tolist() if p is not None and topic_model is not None else None
     pos = 0
     for i, cs in clause_rows:
-        words_of[i] = flat_tokens[pos:pos + len(cs)]
         start_of[i] = pos
         pos += len(cs)
     clauses_of = dict(clause_rows)
@@ -119,11 +118,11 @@ def topic_sentiments(texts: Sequence[str], topics: Sequence[Sequence[str]], doc_
             else:
                 row.append((key, len(extra)))
                 extra.append(JOIN.join(clauses[c] for c in chosen))
-                words = words_of[i]
-                extra_tokens.append([*chain.from_iterable(words[c] + [JOIN] for c in chosen)][:-1])
+                extra_groups.append([lo + c for c in chosen])
         plan.append(row)
     if extra:   # each selected text is read with its whole text's probabilities (weight 1 − w)
         own_rows = [i for i, row in enumerate(plan) for _, k in row if k is not None]
+        extra_tokens = joined_clause_words(flat_tokens, extra_groups, JOIN)   # their words, packed
         extra_proba = score(extra, extra_tokens, Context(doc_proba[own_rows], 1 - w))
     else:
         extra_proba = np.zeros((0, len(labels)), np.float32)

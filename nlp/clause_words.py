@@ -160,8 +160,65 @@ def clause_words(words: Sequence[Sequence[str]], rows: Sequence[int], clauses: S
                                                cut.docs))
 
 
+@nb.njit(cache=True, nogil=True)
+def _joined(cps: np.ndarray, starts: np.ndarray, docs: np.ndarray, ptr: np.ndarray, members: np.ndarray,
+            join: np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The packed form of groups of clauses' words (clause ``c``'s: words ``docs[c]`` … ``docs[c + 1]``
+    of ``cps``/``starts``), group ``g`` the clauses ``members[ptr[g]:ptr[g + 1]]`` with a word of the
+    one code point ``join`` between each two."""
+    n = len(ptr) - 1
+    n_words, n_cps = 0, 0
+    for g in range(n):
+        for j in range(ptr[g], ptr[g + 1]):
+            c = members[j]
+            n_words += docs[c + 1] - docs[c] + (1 if j > ptr[g] else 0)
+            n_cps += starts[docs[c + 1]] - starts[docs[c]] + (1 if j > ptr[g] else 0)
+    out_cps = np.empty(n_cps, np.int64)
+    out_starts = np.empty(n_words + 1, np.int64)
+    out_docs = np.empty(n + 1, np.int64)
+    w, p = 0, 0
+    out_starts[0], out_docs[0] = 0, 0
+    for g in range(n):
+        for j in range(ptr[g], ptr[g + 1]):
+            c = members[j]
+            if j > ptr[g]:
+                out_cps[p] = join
+                p += 1
+                w += 1
+                out_starts[w] = p
+            for t in range(docs[c], docs[c + 1]):
+                for i in range(starts[t], starts[t + 1]):
+                    out_cps[p] = cps[i]
+                    p += 1
+                w += 1
+                out_starts[w] = p
+        out_docs[g + 1] = w
+    return out_cps, out_starts, out_docs
+
+
+def joined_clause_words(words: PackedWords, groups: Sequence[Sequence[int]], join: str) -> PackedWords:
+    """Per group of clauses (indexes into ``words``, the clauses' words as :func:`clause_words` gives
+    them), their words one after the other with the word ``join`` (one character) between each two
+    clauses: the words of the clauses joined by ``join`` (``models.topic_sentiment`` scores such
+    texts). Packed: copied from ``words``' packed form, not made again."""
+    lists: list[list[str]] = []
+    for group in groups:
+        out: list[str] = []
+        for k, c in enumerate(group):
+            if k:
+                out.append(join)
+            out.extend(words[c])
+        lists.append(out)
+    ptr = np.zeros(len(groups) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, groups), np.int64, len(groups)), out=ptr[1:])
+    members = np.fromiter((c for group in groups for c in group), np.int64, int(ptr[-1]))
+    return PackedWords.of_arrays(lists, *_joined(words.cps, words.starts, words.docs, ptr, members,
+                                                 np.int64(ord(join))))
+
+
 def warm_up() -> None:
     """Load the kernel's compiled code now (see ``nlp.keyword_rank.warm_up``)."""
     from nlp.segment import default_segmenter
 
-    clause_words([["好评", "，", "不错"]], [0], [["好评", "不错"]], default_segmenter())
+    words = clause_words([["好评", "，", "不错"]], [0], [["好评", "不错"]], default_segmenter())
+    joined_clause_words(words, [[0, 1]], "，")

@@ -1,5 +1,6 @@
 import random
 import re
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 from models.predict import analysis_version
 from nlp import TaxonomyError, corpus_keywords, default_segmenter, default_taxonomy, keywords, load_taxonomy
-from nlp.clause_words import _SEPARATORS, _spans, clause_words
+from nlp.clause_words import _SEPARATORS, _spans, clause_words, joined_clause_words
 from nlp.clauses import split_clauses
 from nlp.codepoints import PackedWords
 from nlp.segment import ENGINES, Segmenter, SegmenterError, segmenter_engine
@@ -104,6 +105,22 @@ def test_clause_words_are_the_words_cutting_each_clause_gives(engine: str) -> No
     # a merged fragment ("超值" joins the clause before it), a split before 但是 inside a run: cut
     lo, _ = _spans_of(seg, ["东西很划算，超值，物流很快", "质量很好但是价格太贵"])
     assert (lo[[0, 2, 3]] < 0).all() and lo[1] >= 0
+
+
+def test_joined_clause_words_are_the_clauses_words_with_the_join_between() -> None:
+    """The words of selected clauses joined by "，" (what per-topic sentiment scores), copied in their
+    packed form: the same lists and the same packing as making them from the words."""
+    rng = random.Random(3)
+    pieces = ["物流", "很快", "😀", "a", "質量", "，", "好"]
+    words = PackedWords([[rng.choice(pieces) for _ in range(rng.randint(0, 4))] for _ in range(60)])
+    groups = [sorted(rng.sample(range(60), rng.randint(1, 4))) for _ in range(200)] + [[7], [0, 59]]
+    got = joined_clause_words(words, groups, "，")
+    want = [[*chain.from_iterable(words[c] + ["，"] for c in g)][:-1] for g in groups]
+    assert list(got) == want
+    fresh = PackedWords(want)
+    for a in ("cps", "starts", "docs"):
+        assert getattr(got, a).tolist() == getattr(fresh, a).tolist(), a
+    assert joined_clause_words(words, [], "，").docs.tolist() == [0]
 
 
 def _spans_of(seg: Segmenter, texts: list[str]) -> tuple:
