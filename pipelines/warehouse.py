@@ -160,6 +160,9 @@ _LAKE_REWRITES = [  # in this order
 ]
 
 
+_LAKE_NOTHING_RE = re.compile(r"--\s*lake:\s*nothing to do\b")
+
+
 def lake_sql(sql: str) -> str:
     """A migration translated for DuckLake, which rejects PRIMARY KEY, UNIQUE and indexes: table
     keys and indexes are dropped, a column key becomes NOT NULL (a key never held NULLs) and a column
@@ -169,7 +172,10 @@ def lake_sql(sql: str) -> str:
     ``tests/test_lake.py`` catches one that is not); comments go, string literals stay as they are.
     Uniqueness is then kept by cxloop's writes (:meth:`Warehouse.insert_arrow` with ``on_conflict='ignore'``,
     :meth:`Warehouse.upsert_arrow`, ``MERGE INTO``). Sequences have no DuckLake equivalent: a
-    migration using one is refused here rather than half-applied."""
+    migration using one is refused here rather than half-applied. A migration whose first line is
+    ``-- lake: nothing to do`` changes what DuckLake does not have, and is nothing there."""
+    if _LAKE_NOTHING_RE.match(sql):   # a migration of what DuckLake does not have (008: keys)
+        return ""
     literals: list[str] = []
 
     def hide(m: re.Match[str]) -> str:  # a literal becomes a placeholder; a comment disappears
@@ -186,10 +192,16 @@ def lake_sql(sql: str) -> str:
     return re.sub(r"\x00(\d+)\x00", lambda m: literals[int(m.group(1))], code)
 
 
+# the keys of the tables that grow with every review, kept unique by cxloop's writes alone, without
+# a PRIMARY KEY (migration 008 says why): in a DuckDB file as in DuckLake, which has no keys
+KEYS_KEPT_BY_WRITES: dict[str, tuple[str, ...]] = {"feedback": ("feedback_id",), "feedback_nlp": ("feedback_id",)}
+
+
 @functools.cache
 def primary_keys() -> dict[str, tuple[str, ...]]:
-    """Each table's primary key as the shipped migrations declare it, read from DuckDB's own catalog
-    of an in-memory build (the lake has no keys to ask; the file and the lake use the same)."""
+    """Each table's key: the primary key the shipped migrations declare, read from DuckDB's own
+    catalog of an in-memory build (the lake has no keys to ask; the file and the lake use the
+    same), and :data:`KEYS_KEPT_BY_WRITES`."""
     con = duckdb.connect()
     try:
         con.execute(SCHEMA_MIGRATIONS_SQL)
@@ -199,7 +211,7 @@ def primary_keys() -> dict[str, tuple[str, ...]]:
                            "WHERE constraint_type = 'PRIMARY KEY'").fetchall()
     finally:
         con.close()
-    return {table: tuple(cols) for table, cols in rows}
+    return {**{table: tuple(cols) for table, cols in rows}, **KEYS_KEPT_BY_WRITES}
 
 
 

@@ -17,7 +17,9 @@ from pipelines.warehouse import (
     WarehouseError,
     WarehouseLockedError,
     cap_memory,
+    lake_sql,
     migrations,
+    primary_keys,
 )
 
 
@@ -33,6 +35,36 @@ def test_migrations_create_tables_and_views(tmp_path: Path) -> None:
     with wh.connect():  # re-opening applies nothing twice
         pass
     assert wh.scalar("SELECT count(*) FROM schema_migrations") == len(migrations())
+
+
+def test_the_growing_tables_keep_their_keys_without_an_index(tmp_path: Path) -> None:
+    """feedback and feedback_nlp have no PRIMARY KEY, an index DuckDB rewrites whole at every
+    checkpoint (migration 008): their keys are declared for the writes, which keep them unique."""
+    from datetime import datetime
+
+    from pipelines.enrich import NLP_SCHEMA, write_nlp
+
+    wh = Warehouse(tmp_path / "cx.duckdb")
+    with wh.connect() as con:
+        keyed = {t for (t,) in con.execute("SELECT table_name FROM duckdb_constraints() "
+                                           "WHERE constraint_type = 'PRIMARY KEY'").fetchall()}
+        assert con.execute("SELECT count(*) FROM duckdb_indexes()").fetchone() == (0,)
+    assert not keyed & {"feedback", "feedback_nlp"} and {"runs", "quarantine", "source_files"} <= keyed
+    assert primary_keys()["feedback"] == ("feedback_id",) == primary_keys()["feedback_nlp"]
+
+    def nlp(ids: list[str], sentiment: str) -> pa.Table:
+        return pa.Table.from_pylist([{
+            "feedback_id": i, "tokens": "好", "keywords": [], "sentiment": sentiment, "sentiment_score": 0.0,
+            "p_neg": 0.0, "p_neu": 1.0, "p_pos": 0.0, "topics": [], "model_version": "m",
+            "enriched_at": datetime(2026, 1, 1), "run_id": "r", "topic_sentiments": [], "emotion": "none",
+            "emotion_evidence": [], "urgent": False, "urgency_reasons": []} for i in ids], schema=NLP_SCHEMA)
+
+    write_nlp(wh, nlp(["a", "b"], "neu"))
+    write_nlp(wh, nlp(["b", "c"], "neg"))   # b again (a retried batch): replaced, not added
+    assert wh.query("SELECT feedback_id, sentiment FROM feedback_nlp ORDER BY 1").to_pylist() == [
+        {"feedback_id": "a", "sentiment": "neu"}, {"feedback_id": "b", "sentiment": "neg"},
+        {"feedback_id": "c", "sentiment": "neg"}]
+    assert lake_sql(next(sql for v, _, sql in migrations() if v == 8)) == ""   # DuckLake has no keys to drop
 
 
 def test_arrow_insert_and_ignore_duplicates(tmp_path: Path) -> None:
