@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python benchmarks/pipeline_speed.py
 	$(BIN)/python benchmarks/ingest_enrich.py
 	$(BIN)/python benchmarks/main_job_scale.py
+	$(BIN)/python benchmarks/incremental_run.py
 	$(BIN)/python benchmarks/dask_enrich.py
 	$(BIN)/python benchmarks/baseline_reference.py
 	$(BIN)/python benchmarks/cascade_serving.py
