@@ -98,39 +98,39 @@ def _spans(cps: np.ndarray, starts: np.ndarray, doc_words: np.ndarray, rows: np.
 
 
 @nb.njit(cache=True, nogil=True)
-def _gather(cps: np.ndarray, starts: np.ndarray, lo: np.ndarray, hi: np.ndarray, cut_cps: np.ndarray,
-            cut_starts: np.ndarray, cut_docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The packed form (code points, word starts, clause starts) of the clauses' words: clause ``c``'s
-    are the texts' words ``lo[c]`` … ``hi[c]`` (``cps``/``starts``), or where ``lo[c] < 0`` the next
-    clause's of those cut again (``cut_cps``/``cut_starts``/``cut_docs``), in order."""
-    n = len(lo)
-    n_words, n_cps, k = 0, 0, 0
-    for c in range(n):
-        if lo[c] >= 0:
-            n_words += hi[c] - lo[c]
-            n_cps += starts[hi[c]] - starts[lo[c]]
-        else:
-            n_words += cut_docs[k + 1] - cut_docs[k]
-            n_cps += cut_starts[cut_docs[k + 1]] - cut_starts[cut_docs[k]]
-            k += 1
+def _copied(cps: np.ndarray, starts: np.ndarray, lo: np.ndarray, hi: np.ndarray, ptr: np.ndarray,
+            join: np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The packed form (code points, word starts, each group's first word) of groups of runs of the
+    packed words ``cps``/``starts``: group ``g`` is the runs ``ptr[g]`` … ``ptr[g + 1]`` (run ``r``:
+    words ``lo[r]`` … ``hi[r]``) one after the other, with a word of the one code point ``join``
+    between each two (none where ``join < 0``)."""
+    n = len(ptr) - 1
+    sep = 1 if join >= 0 else 0
+    n_words, n_cps = 0, 0
+    for g in range(n):
+        for r in range(ptr[g], ptr[g + 1]):
+            between = sep if r > ptr[g] else 0
+            n_words += hi[r] - lo[r] + between
+            n_cps += starts[hi[r]] - starts[lo[r]] + between
     out_cps = np.empty(n_cps, np.int64)
     out_starts = np.empty(n_words + 1, np.int64)
     out_docs = np.empty(n + 1, np.int64)
-    w, p, k = 0, 0, 0
-    out_docs[0], out_starts[0] = 0, 0
-    for c in range(n):
-        if lo[c] >= 0:
-            src_cps, src_starts, a, b = cps, starts, lo[c], hi[c]
-        else:
-            src_cps, src_starts, a, b = cut_cps, cut_starts, cut_docs[k], cut_docs[k + 1]
-            k += 1
-        for t in range(a, b):
-            for i in range(src_starts[t], src_starts[t + 1]):
-                out_cps[p] = src_cps[i]
+    w, p = 0, 0
+    out_starts[0], out_docs[0] = 0, 0
+    for g in range(n):
+        for r in range(ptr[g], ptr[g + 1]):
+            if sep and r > ptr[g]:
+                out_cps[p] = join
                 p += 1
-            w += 1
-            out_starts[w] = p
-        out_docs[c + 1] = w
+                w += 1
+                out_starts[w] = p
+            for t in range(lo[r], hi[r]):
+                for i in range(starts[t], starts[t + 1]):
+                    out_cps[p] = cps[i]
+                    p += 1
+                w += 1
+                out_starts[w] = p
+        out_docs[g + 1] = w
     return out_cps, out_starts, out_docs
 
 
@@ -139,7 +139,7 @@ def clause_words(words: Sequence[Sequence[str]], rows: Sequence[int], clauses: S
     """The words of every clause of ``clauses`` (``clauses[j]``: the clauses of text ``rows[j]``, in
     order, flattened), as ``segmenter.cut_many`` of them gives them; ``words``: the texts' words as
     ``segmenter`` cut them (a :class:`nlp.codepoints.PackedWords` is used as it is). Packed: the
-    topic model reads them so, and their packed form is copied from the texts' (:func:`_gather`),
+    topic model reads them so, and their packed form is copied from the texts' (:func:`_copied`),
     not made again from the words."""
     flat = [c for cs in clauses for c in cs]
     if not flat:
@@ -156,44 +156,12 @@ def clause_words(words: Sequence[Sequence[str]], rows: Sequence[int], clauses: S
     cut = PackedWords(segmenter.cut_many([flat[j] for j in miss]))
     for j, words_j in zip(miss, cut, strict=True):
         out[j] = words_j
-    return PackedWords.of_arrays(out, *_gather(packed_text.cps, packed_text.starts, lo, hi, cut.cps, cut.starts,
-                                               cut.docs))
-
-
-@nb.njit(cache=True, nogil=True)
-def _joined(cps: np.ndarray, starts: np.ndarray, docs: np.ndarray, ptr: np.ndarray, members: np.ndarray,
-            join: np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The packed form of groups of clauses' words (clause ``c``'s: words ``docs[c]`` … ``docs[c + 1]``
-    of ``cps``/``starts``), group ``g`` the clauses ``members[ptr[g]:ptr[g + 1]]`` with a word of the
-    one code point ``join`` between each two."""
-    n = len(ptr) - 1
-    n_words, n_cps = 0, 0
-    for g in range(n):
-        for j in range(ptr[g], ptr[g + 1]):
-            c = members[j]
-            n_words += docs[c + 1] - docs[c] + (1 if j > ptr[g] else 0)
-            n_cps += starts[docs[c + 1]] - starts[docs[c]] + (1 if j > ptr[g] else 0)
-    out_cps = np.empty(n_cps, np.int64)
-    out_starts = np.empty(n_words + 1, np.int64)
-    out_docs = np.empty(n + 1, np.int64)
-    w, p = 0, 0
-    out_starts[0], out_docs[0] = 0, 0
-    for g in range(n):
-        for j in range(ptr[g], ptr[g + 1]):
-            c = members[j]
-            if j > ptr[g]:
-                out_cps[p] = join
-                p += 1
-                w += 1
-                out_starts[w] = p
-            for t in range(docs[c], docs[c + 1]):
-                for i in range(starts[t], starts[t + 1]):
-                    out_cps[p] = cps[i]
-                    p += 1
-                w += 1
-                out_starts[w] = p
-        out_docs[g + 1] = w
-    return out_cps, out_starts, out_docs
+    # the clauses' packed form, copied (_copied) from the texts' words and, after them, the cut ones'
+    n_text = len(packed_text.starts) - 1
+    cps = np.concatenate([packed_text.cps, cut.cps])
+    starts = np.concatenate([packed_text.starts[:-1], cut.starts + packed_text.starts[-1]])
+    lo[miss], hi[miss] = cut.docs[:-1] + n_text, cut.docs[1:] + n_text
+    return PackedWords.of_arrays(out, *_copied(cps, starts, lo, hi, np.arange(len(flat) + 1), np.int64(-1)))
 
 
 def joined_clause_words(words: PackedWords, groups: Sequence[Sequence[int]], join: str) -> PackedWords:
@@ -212,8 +180,8 @@ def joined_clause_words(words: PackedWords, groups: Sequence[Sequence[int]], joi
     ptr = np.zeros(len(groups) + 1, np.int64)
     np.cumsum(np.fromiter(map(len, groups), np.int64, len(groups)), out=ptr[1:])
     members = np.fromiter((c for group in groups for c in group), np.int64, int(ptr[-1]))
-    return PackedWords.of_arrays(lists, *_joined(words.cps, words.starts, words.docs, ptr, members,
-                                                 np.int64(ord(join))))
+    return PackedWords.of_arrays(lists, *_copied(words.cps, words.starts, words.docs[members],
+                                                 words.docs[members + 1], ptr, np.int64(ord(join))))
 
 
 def warm_up() -> None:
