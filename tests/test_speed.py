@@ -359,7 +359,7 @@ def test_the_clis_warm_up_loads_the_kernels_a_model_then_uses() -> None:
             "from models import tfidf_kernel as k; "
             "from nlp import clause_words as cw, int_table as t, keyword_rank as r, word_column as c, word_scan as w; "
             "kernels = (k._char_ids, k._word_ids, k._scores, t.build_table, t.word_keys, k._add_second, r.top_words, "
-            "r.known_weights, w._scan, c._join_utf8, cw._spans); "
+            "r.known_weights, w._scan, c._join_utf8, cw._spans, cw._copied); "
             "before = [len(f.signatures) for f in kernels]; "
             "from models.predict import Analyzer; from pipelines.enrich import enrich_batch; "
             "enrich_batch(Analyzer.load('baseline'), ['1', '2'], ['快递很快，但是客服态度太差了', '好评'], 'r'); "
